@@ -1,0 +1,214 @@
+"""The ``semsearch`` command line. Every command only calls the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import Settings
+from .errors import SemsearchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail_cleanly(func: F) -> F:
+    """User mistakes (and any semsearch error) print one line and exit non-zero, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SemsearchError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(2 if exc.http_status < 500 or exc.http_status == 503 else 1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+index_dir_option = click.option(
+    "--index-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Index directory (default: $SEMSEARCH_INDEX_DIR or ./index).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    base: Settings = ctx.obj
+    return base.with_(**overrides)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="semsearch")
+@click.pass_context
+@_fail_cleanly
+def main(ctx: click.Context, verbose: int) -> None:
+    """Semantic search over articles: index them, search them, serve them over HTTP."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("sentence_transformers", "transformers", "httpx", "huggingface_hub", "bm25s"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    ctx.obj = Settings.from_env().with_(progress=sys.stderr.isatty())
+
+
+def _print_index_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if report.dry_run:
+        click.echo("dry run: nothing written")
+    for skip in report.skipped:
+        click.echo(f"skipped {skip.location}: {skip.reason}", err=True)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report.full_rebuild_reason:
+        click.echo(f"full rebuild: {report.full_rebuild_reason}", err=True)
+    click.echo(
+        f"{report.articles} articles, {report.passages} passages"
+        f" (added {report.added}, updated {report.updated}, removed {report.removed}, unchanged {report.unchanged};"
+        f" passages embedded {report.passages_embedded}, reused {report.passages_reused});"
+        f" {len(report.skipped)} skipped; {report.seconds:.1f} s"
+    )
+    if report.version_id and report.published:
+        click.echo(f"published version {report.version_id}")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_dir_option
+@click.option("--model", default=None, help="Embedding model name or path (default: bundled all-MiniLM-L6-v2).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
+@json_option
+@click.pass_context
+@_fail_cleanly
+def index(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | None, model: str | None,
+          precision: str | None, batch_size: int | None, as_json: bool) -> None:  # fmt: skip
+    """Index every article under SOURCE... from scratch and publish it.
+
+    SOURCE is a file or directory of .txt/.md/.html articles, or .jsonl/.csv records.
+    """
+    from .indexing import build_index
+
+    settings = _settings(ctx, index_dir=index_dir, model=model, precision=precision, batch_size=batch_size)
+    report = build_index(sources, settings.index_dir, settings)
+    _print_index_report(report, as_json)
+
+
+@main.command()
+@click.argument("query")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of passages.")
+@index_dir_option
+@json_option
+@click.pass_context
+@_fail_cleanly
+def search(ctx: click.Context, query: str, k: int, index_dir: Path | None, as_json: bool) -> None:
+    """Print the passages that best match QUERY."""
+    from .search import Searcher
+
+    settings = _settings(ctx, index_dir=index_dir)
+    with Searcher.open(settings.index_dir, settings) as searcher:
+        hits = searcher.search(query, k=k)
+    if as_json:
+        click.echo(json.dumps({"query": query, "k": k, "hits": [h.to_dict() for h in hits]}, indent=2))
+        return
+    if not hits:
+        click.echo("no results")
+    for hit in hits:
+        click.secho(f"{hit.rank:>2}. {hit.score:.3f}  {hit.title}", bold=True)
+        click.echo(
+            f"    {hit.article_id} ¶{hit.paragraph} [{hit.start}:{hit.end}]" + (f"  {hit.url}" if hit.url else "")
+        )
+        click.echo("    " + " ".join(hit.text.split()))
+
+
+@main.command()
+@index_dir_option
+@json_option
+@click.pass_context
+@_fail_cleanly
+def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
+    """Describe the published index: version, model, counts, build time."""
+    from .store import IndexLayout, read_manifest
+
+    settings = _settings(ctx, index_dir=index_dir)
+    layout = IndexLayout(settings.index_dir)
+    manifest = read_manifest(layout.current_path())
+    data = manifest.to_dict()
+    data["index_dir"] = str(layout.root)
+    data["versions"] = layout.versions()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"index       {layout.root}")
+    click.echo(f"version     {manifest.version_id} (format {manifest.format_version})")
+    click.echo(f"model       {manifest.model_id} (dim {manifest.dim}, {manifest.precision})")
+    click.echo(f"articles    {manifest.articles}")
+    click.echo(f"passages    {manifest.passages}")
+    click.echo(f"built       {manifest.built_at} in {manifest.build_seconds:.1f} s")
+    click.echo(f"versions    {len(data['versions'])} kept")
+
+
+@main.command(name="eval")
+@click.argument("beir_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@index_dir_option
+@json_option
+@click.pass_context
+@_fail_cleanly
+def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, as_json: bool) -> None:
+    """Index a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) and report nDCG@10, Recall@100 and
+    MRR@10 at document level. With --index-dir the index is kept (and reused incrementally next time)."""
+    from .evaluation import evaluate_beir
+
+    settings = _settings(ctx)
+    report = evaluate_beir(beir_dir, settings, index_dir=index_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    for key, value in report.to_dict().items():
+        click.echo(f"{key:<14}{value}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Server processes.")
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True, help="Threads per worker.")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    help="Bring the index up to date with these sources before serving (built on first run, then incremental).",
+)
+@index_dir_option
+@click.pass_context
+@_fail_cleanly
+def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, dev: bool,
+          corpus: tuple[Path, ...], index_dir: Path | None) -> None:  # fmt: skip
+    """Serve the HTTP API (search page at /, OpenAPI spec at /openapi.json)."""
+    from .indexing import reindex
+    from .server import serve as run_server
+
+    settings = _settings(ctx, index_dir=index_dir)
+    if corpus:
+        report = reindex(corpus, settings.index_dir, settings, wait_for_lock=True)
+        _print_index_report(report, as_json=False)
+    click.echo(f"serving {settings.index_dir} on http://{host}:{port}/ ({'dev' if dev else f'{workers} worker(s)'})")
+    run_server(settings, host=host, port=port, workers=workers, threads=threads, dev=dev)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

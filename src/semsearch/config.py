@@ -1,0 +1,162 @@
+"""Explicit settings. This is the only module that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequestError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# A paragraph is boilerplate when it matches one of these (case-insensitive, searched anywhere) and is short.
+DEFAULT_BOILERPLATE: tuple[str, ...] = (
+    r"^\s*(last\s+)?updated\s*:",
+    r"^\s*(copyright|©|\(c\))\s",
+    r"\ball rights reserved\b",
+    r"^\s*this material may not be (published|broadcast|rewritten|redistributed)",
+)
+
+# Files in a source directory that are documentation, not articles. Files named explicitly are always read.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("README*", "LICENSE*", "LICENCE*", "CHANGELOG*", "QUESTIONS*")
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How articles become passages. Recorded in the index manifest."""
+
+    min_chars: int = 120
+    """Paragraphs shorter than this are merged into a neighbour."""
+    max_tokens: int | None = None
+    """Word-piece budget of one embedded passage (title included); None = the model's max_seq_length."""
+    title_context: bool = True
+    """Prefix the article title to the text that is embedded (not to the stored passage text)."""
+    boilerplate_patterns: tuple[str, ...] = DEFAULT_BOILERPLATE
+    boilerplate_max_chars: int = 400
+    """A paragraph longer than this is never treated as boilerplate, whatever it matches."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "min_chars": self.min_chars,
+            "max_tokens": self.max_tokens,
+            "title_context": self.title_context,
+            "boilerplate_patterns": list(self.boilerplate_patterns),
+            "boilerplate_max_chars": self.boilerplate_max_chars,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChunkSettings:
+        return cls(
+            min_chars=int(data["min_chars"]),
+            max_tokens=None if data.get("max_tokens") is None else int(data["max_tokens"]),
+            title_context=bool(data["title_context"]),
+            boilerplate_patterns=tuple(data["boilerplate_patterns"]),
+            boilerplate_max_chars=int(data["boilerplate_max_chars"]),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything semsearch can be configured with. Build one explicitly or with :meth:`from_env`."""
+
+    index_dir: Path = Path("index")
+    model: str | None = None
+    """Embedding model name or path. None: the index's own model when searching, DEFAULT_MODEL when building."""
+    precision: str = "auto"
+    """fp32, bf16, or auto: bf16 on CPUs with native bf16 when it stays within min_bf16_cosine of fp32."""
+    min_bf16_cosine: float = 0.99
+    batch_size: int = 32
+    device: str = "cpu"
+    allow_download: bool = False
+    """Let sentence-transformers fetch a model from a hub. Off: only local paths and cached/bundled models."""
+    chunking: ChunkSettings = field(default_factory=ChunkSettings)
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    keep_versions: int = 3
+    """Published index versions kept on disk (for rollback)."""
+    progress: bool = False
+    """Show progress bars on long runs (the CLI turns this on for terminals)."""
+    admin_token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    reload_check_seconds: float = 1.0
+    """How often a server checks the index directory for a newly published version."""
+    max_body_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InvalidRequestError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.batch_size < 1:
+            raise InvalidRequestError("batch_size must be at least 1")
+        if self.keep_versions < 1:
+            raise InvalidRequestError("keep_versions must be at least 1")
+        if not isinstance(self.index_dir, Path):
+            object.__setattr__(self, "index_dir", Path(self.index_dir))
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (None values are ignored, so CLI options can be passed through)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, prefix: str = "SEMSEARCH_", environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SEMSEARCH_INDEX_DIR``, ``SEMSEARCH_MODEL``, ``SEMSEARCH_PRECISION`` ... (one per field)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(prefix + f.name.upper())
+            if raw is None or f.name == "chunking":
+                continue
+            values[f.name] = _parse(f.name, raw)
+        chunk_values: dict[str, Any] = {}
+        for f in fields(ChunkSettings):
+            raw = env.get(prefix + "CHUNK_" + f.name.upper())
+            if raw is not None:
+                chunk_values[f.name] = _parse(f.name, raw)
+        if chunk_values:
+            values["chunking"] = ChunkSettings(**chunk_values)
+        return cls(**values)
+
+
+_INT_FIELDS = {
+    "batch_size",
+    "keep_versions",
+    "max_body_bytes",
+    "min_chars",
+    "max_tokens",
+    "boilerplate_max_chars",
+}
+_FLOAT_FIELDS = {"min_bf16_cosine", "reload_check_seconds"}
+_BOOL_FIELDS = {"allow_download", "progress", "title_context"}
+_TUPLE_FIELDS = {"exclude", "cors_origins", "boilerplate_patterns"}
+
+
+def _parse(name: str, raw: str) -> Any:
+    try:
+        if name == "index_dir":
+            return Path(raw)
+        if name in _INT_FIELDS:
+            return int(raw)
+        if name in _FLOAT_FIELDS:
+            return float(raw)
+        if name in _BOOL_FIELDS:
+            return _parse_bool(raw)
+        if name in _TUPLE_FIELDS:
+            sep = "\n" if name == "boilerplate_patterns" else ","
+            return tuple(p.strip() for p in raw.split(sep) if p.strip())
+        if name == "admin_token":
+            return raw or None
+        return raw
+    except ValueError as exc:
+        raise InvalidRequestError(f"invalid value for setting {name}: {raw!r}") from exc
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,110 @@
+"""Keyword (BM25) retrieval with bm25s: English stopwords and Snowball stemming. The only module that imports
+bm25s. Saved as plain numpy/JSON files (no pickle) in the version's ``keyword/`` directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KEYWORD_FORMAT = 1
+_IDS = "ids.npy"
+_INFO = "keyword.json"
+_STOPWORDS = "en"
+_STEMMER = "english"
+
+
+@lru_cache(maxsize=1)
+def _bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG when imported, which would print on every index build.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer(_STEMMER)
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """Lower-cased, stopword-free, stemmed terms of each text (the same analysis for passages and queries)."""
+    return _bm25s().tokenize(texts, stopwords=_STOPWORDS, stemmer=_stemmer(), return_ids=False, show_progress=False)
+
+
+def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dict[str, Any]:
+    """Index ``texts`` (one per passage id) and write the files; returns the manifest record."""
+    bm25s = _bm25s()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {
+        "format": KEYWORD_FORMAT,
+        "kind": "bm25s",
+        "method": "lucene",
+        "k1": 1.5,
+        "b": 0.75,
+        "stopwords": _STOPWORDS,
+        "stemmer": _STEMMER,
+        "docs": len(texts),
+    }
+    np.save(out_dir / _IDS, np.asarray(ids, dtype=np.int64), allow_pickle=False)
+    if texts:
+        tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, stemmer=_stemmer(), show_progress=False)
+        model = bm25s.BM25(method=info["method"], k1=info["k1"], b=info["b"])
+        model.index(tokens, show_progress=False)
+        model.save(str(out_dir), show_progress=False)
+    (out_dir / _INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+class KeywordIndex:
+    """A loaded BM25 index. Read-only and safe to share between threads."""
+
+    def __init__(self, directory: Path) -> None:
+        bm25s = _bm25s()
+        self.info = json.loads((directory / _INFO).read_text(encoding="utf-8"))
+        self.ids = np.load(directory / _IDS, allow_pickle=False)
+        self._row_of = {int(pid): row for row, pid in enumerate(self.ids)}
+        self._model = (
+            bm25s.BM25.load(str(directory), mmap=False, show_progress=False, verbosity=0) if len(self.ids) else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows_for(self, passage_ids: np.ndarray) -> np.ndarray:
+        return np.array([self._row_of[int(p)] for p in passage_ids if int(p) in self._row_of], dtype=np.int64)
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every passage (row order = ``self.ids``); zeros when no query term is indexed."""
+        if self._model is None:
+            return np.zeros(0, dtype=np.float32)
+        terms = [t for t in tokenize([query])[0] if t in self._model.vocab_dict]
+        if not terms:
+            return np.zeros(len(self.ids), dtype=np.float32)
+        return np.asarray(self._model.get_scores(terms), dtype=np.float32)
+
+    def search(self, query: str, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, passage ids) with a positive score, best first, within ``allowed_ids`` if given."""
+        scores = self.scores(query)
+        if scores.size == 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        if allowed_ids is not None:
+            mask = np.zeros(len(scores), dtype=bool)
+            mask[self.rows_for(allowed_ids)] = True
+            scores = np.where(mask, scores, 0.0)
+        positive = int(np.count_nonzero(scores > 0))
+        k = min(k, positive)
+        if k == 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return scores[top], self.ids[top]

@@ -1,0 +1,88 @@
+"""Running the HTTP service: gunicorn (production) or Flask's development server.
+
+Gunicorn preloads the app in the master (model and index loaded once, then forked, so workers share the
+memory-mapped index and the model's pages), runs ``gthread`` workers, and lets concurrent requests in a worker
+share one model forward pass through the searcher's query batcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _configure_logging() -> None:
+    logging.getLogger("semsearch.http").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    threads: int = 8,
+    dev: bool = False,
+) -> None:
+    """Serve the index in ``settings.index_dir`` until interrupted."""
+    _configure_logging()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be set before prometheus_client is imported, so every worker writes its samples to shared files.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="semsearch-metrics-")
+    from .api import create_app, service_of
+
+    app = create_app(settings)
+    svc = service_of(app)
+    try:
+        svc.searcher()  # load model and index now: fail fast, and share them with forked workers
+    except Exception as exc:
+        log.warning("starting without an index: %s", exc)
+    if dev:
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        return
+
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def __init__(self, options: dict[str, Any]) -> None:
+            self.options = options
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    def post_fork(server: Any, worker: Any) -> None:
+        from .embedding import set_threads
+
+        # Split the cores between workers; the query batcher gives each worker's model calls the cores it has.
+        set_threads(max(1, (os.cpu_count() or 1) // workers))
+
+    _Gunicorn(
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "preload_app": True,
+            "timeout": 60,
+            "graceful_timeout": 30,
+            "keepalive": 5,
+            "accesslog": None,  # the app logs one line per request itself (without query strings)
+            "errorlog": "-",
+            "loglevel": "info",
+            "post_fork": post_fork,
+            "proc_name": "semsearch",
+        }
+    ).run()

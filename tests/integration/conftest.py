@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from semsearch import Searcher, Settings, build_index
+from semsearch.embedding import SentenceTransformerEmbedder
+
+from ..conftest import SAMPLE_CORPUS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> SentenceTransformerEmbedder:
+    """The bundled all-MiniLM-L6-v2, offline, loaded once per test session."""
+    return SentenceTransformerEmbedder.from_settings(Settings())
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory, real_embedder: SentenceTransformerEmbedder) -> Path:
+    index_dir = tmp_path_factory.mktemp("sample") / "index"
+    build_index([SAMPLE_CORPUS], index_dir, Settings(), embedder=real_embedder)
+    return index_dir
+
+
+@pytest.fixture
+def sample_searcher(sample_index: Path, real_embedder: SentenceTransformerEmbedder) -> Iterator[Searcher]:
+    with Searcher.open(sample_index, Settings(), embedder=real_embedder) as searcher:
+        yield searcher

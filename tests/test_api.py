@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+
+from semsearch import Settings, build_index
+from semsearch.api import create_app
+from semsearch.openapi import openapi_spec
+
+SPEC = openapi_spec()
+
+
+@pytest.fixture
+def app(built_index, settings: Settings, fake_embedder) -> Iterator[Flask]:
+    app = create_app(settings.with_(admin_token="s3cret-token"), embedder=fake_embedder)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["semsearch"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def conforms(path: str, method: str, response: Any) -> Any:
+    """Check a real response against the OpenAPI spec's schema for that path, method and status."""
+    operation = SPEC["paths"][path][method]
+    spec_response = operation["responses"][str(response.status_code)]
+    if response.mimetype == "application/json":
+        schema = dict(spec_response["content"]["application/json"]["schema"])
+        schema["components"] = SPEC["components"]
+        resolver_schema = {"$defs": {}, **schema}
+        jsonschema.validate(response.get_json(), resolver_schema, cls=jsonschema.Draft202012Validator)
+    return response.get_json() if response.is_json else response.get_data(as_text=True)
+
+
+def test_openapi_spec_is_valid() -> None:
+    validate(SPEC)
+
+
+def test_openapi_served(client: FlaskClient) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.get_json() == json.loads(json.dumps(SPEC))
+
+
+def test_get_search(client: FlaskClient) -> None:
+    response = client.get("/search?q=who+designed+the+bridge+architect&k=2")
+    assert response.status_code == 200
+    data = conforms("/search", "get", response)
+    assert data["query"] == "who designed the bridge architect" and data["k"] == 2
+    assert len(data["hits"]) == 2 and data["took_ms"] >= 0
+    assert data["hits"][0]["article_id"] == "bridge.txt"
+    assert "Saoirse Delaney" in data["hits"][0]["text"]
+
+
+def test_post_search_matches_get(client: FlaskClient) -> None:
+    response = client.post("/search", json={"query": "limestone boulders reef", "k": 3})
+    data = conforms("/search", "post", response)
+    get = client.get("/search?q=limestone boulders reef&k=3").get_json()
+    assert [h["passage_id"] for h in data["hits"]] == [h["passage_id"] for h in get["hits"]]
+    assert data["hits"][0]["article_id"] == "reef.txt"
+
+
+def test_batch_search(client: FlaskClient) -> None:
+    response = client.post("/search/batch", json={"queries": ["bridge architect", "interest rate cut"], "k": 1})
+    data = conforms("/search/batch", "post", response)
+    assert [r["hits"][0]["article_id"] for r in data["results"]] == ["bridge.txt", "bank.txt"]
+
+
+def test_article(client: FlaskClient) -> None:
+    data = conforms("/articles/{article_id}", "get", client.get("/articles/reef.txt"))
+    assert data["title"] == "Reef restoration reaches milestone"
+    assert [p["ordinal"] for p in data["passages"]] == list(range(len(data["passages"])))
+    assert "path" not in data
+
+
+def test_article_ids_with_slashes(tmp_path: Path, fake_embedder) -> None:
+    src = tmp_path / "src" / "world"
+    src.mkdir(parents=True)
+    (src / "a.txt").write_text("Nested\n\nAn article in a folder.", encoding="utf-8")
+    settings = Settings(index_dir=tmp_path / "ix")
+    build_index([tmp_path / "src"], settings.index_dir, settings, embedder=fake_embedder)
+    client = create_app(settings, embedder=fake_embedder).test_client()
+    assert client.get("/articles/world/a.txt").get_json()["title"] == "Nested"
+
+
+def test_health_ready_stats(client: FlaskClient, fake_embedder) -> None:
+    assert conforms("/healthz", "get", client.get("/healthz")) == {"status": "ok"}
+    ready = conforms("/readyz", "get", client.get("/readyz"))
+    assert ready["status"] == "ready"
+    stats = conforms("/stats", "get", client.get("/stats"))
+    assert stats["model"] == fake_embedder.model_id and stats["articles"] == 3
+    assert stats["index_version"] == ready["version"]
+
+
+def test_metrics_count_requests_by_route_and_status(client: FlaskClient) -> None:
+    client.get("/search?q=reef")
+    client.get("/search?q=")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'semsearch_http_requests_total{method="GET",route="/search",status="200"} 1.0' in text
+    assert 'semsearch_http_requests_total{method="GET",route="/search",status="400"} 1.0' in text
+    assert "semsearch_http_request_duration_seconds_bucket" in text
+    assert "semsearch_index_passages" in text and "semsearch_index_info{" in text
+
+
+def test_home_page(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert 'id="search-form"' in response.get_data(as_text=True)
+
+
+LONG = "x" * 2001
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "message"),
+    [
+        ("get", "/search", {}, 400, "q is required"),
+        ("get", "/search?q=", {}, 400, "must not be empty"),
+        ("get", "/search?q=%20%20", {}, 400, "must not be empty"),
+        ("get", f"/search?q={LONG}", {}, 400, "longer than 2000"),
+        ("get", "/search?q=a&k=0", {}, 400, "between 1 and 100"),
+        ("get", "/search?q=a&k=101", {}, 400, "between 1 and 100"),
+        ("get", "/search?q=a&k=ten", {}, 400, "k must be an integer"),
+        ("get", "/search?q=a&k=1.5", {}, 400, "k must be an integer"),
+        ("post", "/search", {"json": {}}, 400, "query is required"),
+        ("post", "/search", {"json": {"query": ""}}, 400, "must not be empty"),
+        ("post", "/search", {"json": {"query": LONG}}, 400, "longer than 2000"),
+        ("post", "/search", {"json": {"query": 42}}, 400, "query must be a string"),
+        ("post", "/search", {"json": {"query": None}}, 400, "query must be a string"),
+        ("post", "/search", {"json": {"query": "a", "k": "5"}}, 400, "k must be an integer"),
+        ("post", "/search", {"json": {"query": "a", "k": True}}, 400, "k must be an integer"),
+        ("post", "/search", {"json": {"query": "a", "k": 2.0}}, 400, "k must be an integer"),
+        ("post", "/search", {"json": {"query": "a", "k": 0}}, 400, "between 1 and 100"),
+        ("post", "/search", {"json": {"qeury": "a"}}, 400, "unknown field(s): qeury"),
+        ("post", "/search", {"json": ["a"]}, 400, "must be an object"),
+        ("post", "/search", {"data": "{bad json", "content_type": "application/json"}, 400, "malformed JSON"),
+        ("post", "/search", {"data": b"\xff\xfe", "content_type": "application/json"}, 400, "malformed JSON"),
+        ("post", "/search", {"data": "query=a", "content_type": "application/x-www-form-urlencoded"}, 400,
+         "Content-Type must be application/json"),
+        ("post", "/search", {"data": '{"query": "a"}'}, 400, "Content-Type must be application/json"),
+        ("post", "/search/batch", {"json": {"queries": []}}, 400, "non-empty list"),
+        ("post", "/search/batch", {"json": {"queries": "a"}}, 400, "non-empty list"),
+        ("post", "/search/batch", {"json": {"queries": ["a"] * 65}}, 400, "at most 64"),
+        ("post", "/search/batch", {"json": {"queries": ["a", ""]}}, 400, "queries[1]: query must not be empty"),
+        ("post", "/search/batch", {"json": {"queries": ["a", 3]}}, 400, "queries[1]: query must be a string"),
+        ("post", "/search", {"data": "x" * 300_000, "content_type": "application/json"}, 413, "larger than"),
+        ("get", "/nope", {}, 404, "not found"),
+        ("get", "/articles/missing.txt", {}, 404, "no article with id"),
+        ("delete", "/search", {}, 405, "not allowed"),
+        ("put", "/search/batch", {}, 405, "not allowed"),
+        ("get", "/search/batch", {}, 405, "not allowed"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_json_errors(
+    client: FlaskClient, method: str, path: str, kwargs: dict[str, Any], status: int, message: str
+) -> None:
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    assert response.is_json
+    error = response.get_json()["error"]
+    assert set(error) == {"code", "message"}
+    assert message.lower() in error["message"].lower()
+    jsonschema.validate(response.get_json(), SPEC["components"]["schemas"]["Error"])
+
+
+def test_405_lists_allowed_methods(client: FlaskClient) -> None:
+    assert "POST" in client.delete("/search/batch").headers["Allow"]
+
+
+def test_no_index_means_503_not_500(tmp_path: Path, fake_embedder) -> None:
+    client = create_app(Settings(index_dir=tmp_path / "empty"), embedder=fake_embedder).test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["status"] == "unavailable"
+    for response in (client.get("/search?q=a"), client.post("/search", json={"query": "a"}), client.get("/stats")):
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "index_not_found"
+
+
+def test_service_becomes_ready_when_an_index_is_published(tmp_path: Path, corpus_dir: Path, fake_embedder) -> None:
+    settings = Settings(index_dir=tmp_path / "later", reload_check_seconds=0)
+    client = create_app(settings, embedder=fake_embedder).test_client()
+    assert client.get("/readyz").status_code == 503
+    build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/search?q=reef").status_code == 200
+
+
+def test_hot_reload_follows_a_new_version(
+    tmp_path: Path, corpus_dir: Path, settings: Settings, built_index, fake_embedder
+) -> None:
+    app = create_app(settings.with_(reload_check_seconds=0), embedder=fake_embedder)
+    client = app.test_client()
+    before = client.get("/stats").get_json()
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
+    build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    after = client.get("/stats").get_json()
+    assert after["index_version"] != before["index_version"] and after["articles"] == 4
+    assert client.get("/search?q=volcano+erupted&k=1").get_json()["hits"][0]["article_id"] == "volcano.txt"
+
+
+def test_admin_reload_needs_the_token(client: FlaskClient) -> None:
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "s3cret-token"}).status_code == 401
+    response = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret-token"})
+    data = conforms("/admin/reload", "post", response)
+    assert data["reloaded"] is False
+
+
+def test_admin_routes_do_not_exist_without_a_token(built_index, settings: Settings, fake_embedder) -> None:
+    client = create_app(settings, embedder=fake_embedder).test_client()
+    response = client.post("/admin/reload", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 404
+
+
+def test_cors_off_by_default_and_on_when_configured(built_index, settings: Settings, fake_embedder) -> None:
+    off = create_app(settings, embedder=fake_embedder).test_client()
+    assert "Access-Control-Allow-Origin" not in off.get("/healthz", headers={"Origin": "https://a.example"}).headers
+    on = create_app(settings.with_(cors_origins=("https://a.example",)), embedder=fake_embedder).test_client()
+    assert on.get("/healthz", headers={"Origin": "https://a.example"}).headers["Access-Control-Allow-Origin"] == (
+        "https://a.example"
+    )
+    assert "Access-Control-Allow-Origin" not in on.get("/healthz", headers={"Origin": "https://b.example"}).headers
+
+
+def test_request_log_has_no_query_text(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="semsearch.http"):
+        client.get("/search?q=my+private+medical+question")
+        client.post("/search", json={"query": "another private thing"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "semsearch.http"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /search 200 ") and lines[0].endswith("ms")
+    assert not any("private" in line for line in lines)
