@@ -190,12 +190,13 @@ class SearchParams:
 
 def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
     searcher = service().searcher()
-    hits = searcher.search(params.query, k=params.k)
+    version = searcher.version  # pinned: the response names the version that actually answered
+    hits = searcher.search(params.query, k=params.k, version=version)
     return {
         "query": params.query,
         "k": params.k,
         "took_ms": round((time.perf_counter() - started) * 1000, 2),
-        "version": searcher.manifest.version_id,
+        "version": version.version_id,
         "hits": [h.to_dict() for h in hits],
     }
 
@@ -235,12 +236,13 @@ def search_batch() -> Response:
             raise InvalidRequestError(f"queries[{i}]: {exc.message}") from None
     k = validate_k(body.get("k", 10), HTTP_MAX_K)
     searcher = service().searcher()
-    results = searcher.search_batch(queries, k=k)
+    version = searcher.version
+    results = searcher.search_batch(queries, k=k, version=version)
     return jsonify(
         {
             "k": k,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
-            "version": searcher.manifest.version_id,
+            "version": version.version_id,
             "results": [
                 {"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, results, strict=True)
             ],

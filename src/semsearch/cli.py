@@ -108,6 +108,29 @@ def index(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | None,
 
 
 @main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_dir_option
+@click.option("--full", is_flag=True, help="Rebuild from scratch instead of applying the difference.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--wait", is_flag=True, help="If another reindex is running, wait for it instead of exiting.")
+@click.option("--model", default=None, help="Embedding model name or path (a change forces a full rebuild).")
+@json_option
+@click.pass_context
+@_fail_cleanly
+def reindex(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | None, full: bool, dry_run: bool,
+            wait: bool, model: str | None, as_json: bool) -> None:  # fmt: skip
+    """Bring the index in line with SOURCE...: add new articles, update changed ones, remove vanished ones.
+
+    Only passages whose text changed are embedded again; the new version is published atomically.
+    """
+    from .indexing import reindex as run_reindex
+
+    settings = _settings(ctx, index_dir=index_dir, model=model)
+    report = run_reindex(sources, settings.index_dir, settings, full=full, dry_run=dry_run, wait_for_lock=wait)
+    _print_index_report(report, as_json)
+
+
+@main.command()
 @click.argument("query")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of passages.")
 @index_dir_option

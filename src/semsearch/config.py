@@ -71,6 +71,8 @@ class Settings:
     """fp32, bf16, or auto: bf16 on CPUs with native bf16 when it stays within min_bf16_cosine of fp32."""
     min_bf16_cosine: float = 0.99
     batch_size: int = 32
+    threads: int | None = None
+    """Intra-op threads for the model; None: PyTorch's default (the number of cores)."""
     device: str = "cpu"
     allow_download: bool = False
     """Let sentence-transformers fetch a model from a hub. Off: only local paths and cached/bundled models."""

@@ -6,7 +6,9 @@ a Ray actor pool) can be dropped in without touching the indexer or the searcher
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 
 from .config import DEFAULT_MODEL, Settings
 from .errors import ModelLoadError
+from .workers import ModelWorker
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -109,7 +112,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model, run in fp32 or (measured to be faithful) bf16."""
+    """A sentence-transformers model, run in fp32 or (measured to be faithful) bf16.
+
+    Thread-safe: every model call runs on one :class:`ModelWorker` thread, and concurrent ``embed_queries`` calls
+    (e.g. from server threads) are coalesced into one forward pass.
+    """
 
     def __init__(
         self,
@@ -120,34 +127,55 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         allow_download: bool = False,
         min_bf16_cosine: float = 0.99,
+        threads: int | None = None,
+    ) -> None:
+        self._model_id, self._load_path = resolve_model(model)
+        self._batch_size = batch_size
+        self._bf16_min_cosine: float | None = None
+        self._precision = "fp32"
+        self._fast_pooling: str | None = None
+        self._count_lock = threading.Lock()
+        self._worker = ModelWorker(name="semsearch-model")
+        self._worker.call(self._load, model, precision, device, allow_download, min_bf16_cosine, threads)
+
+    def _load(
+        self, model: str, precision: str, device: str, allow_download: bool, min_bf16_cosine: float, threads: int | None
     ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
+        if threads is not None:
+            torch.set_num_threads(max(1, threads))
         hf_logging.disable_progress_bar()  # a "Loading weights" bar on every load is noise in a service
-
-        self._model_id, load_path = resolve_model(model)
         try:
-            st: SentenceTransformer = SentenceTransformer(load_path, device=device, local_files_only=not allow_download)
+            st = SentenceTransformer(self._load_path, device=device, local_files_only=not allow_download)
         except Exception as exc:  # sentence-transformers raises many types (OSError, ValueError, HF errors)
             hint = "" if allow_download else " (downloads are off: pass a local path or allow_download)"
             raise ModelLoadError(f"cannot load embedding model {model!r}{hint}: {exc}") from exc
         st.eval()
         self._st = st
-        self._batch_size = batch_size
         dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else None
         if dim is None:
             dim = int(st.encode(["x"], convert_to_numpy=True).shape[1])
         self._dim = int(dim)
         self._max_tokens = int(st.max_seq_length or st.tokenizer.model_max_length)
-        self._bf16_min_cosine: float | None = None
-        self._precision = "fp32"
+        # A separate tokenizer for counting: a fast tokenizer object must not be used concurrently with other
+        # truncation/padding settings (it raises "Already borrowed"), and the model thread uses the original.
+        self._count_tokenizer = copy.deepcopy(st.tokenizer)
+        calibration = list(_CALIBRATION_TEXTS)
+        reference = self._encode(calibration, batch_size=8)
+        self._fast_pooling = _plain_pooling(st)
+        if self._fast_pooling is not None:
+            # Use the direct forward path for queries only if it reproduces encode() exactly.
+            fast = self._forward(calibration)
+            if float(np.min(np.sum(reference * fast, axis=1))) < 0.99999:
+                log.info("direct forward path of %s differs from encode(); not using it", self._model_id)
+                self._fast_pooling = None
         want_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and cpu_has_native_bf16())
         if want_bf16:
-            reference = self._encode(list(_CALIBRATION_TEXTS), batch_size=8)
             st.to(torch.bfloat16)
-            trial = self._encode(list(_CALIBRATION_TEXTS), batch_size=8)
+            trial = self._encode(calibration, batch_size=8)
             self._bf16_min_cosine = float(np.min(np.sum(reference * trial, axis=1)))
             if precision == "auto" and self._bf16_min_cosine < min_bf16_cosine:
                 log.warning(
@@ -169,6 +197,7 @@ class SentenceTransformerEmbedder:
             device=settings.device,
             allow_download=settings.allow_download,
             min_bf16_cosine=settings.min_bf16_cosine,
+            threads=settings.threads,
         )
 
     @property
@@ -194,8 +223,16 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        enc = self._st.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+        with self._count_lock:
+            enc = self._count_tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
+
+    def set_threads(self, n: int) -> None:
+        """Intra-op threads for this model (e.g. cores per server worker). Runs on the model thread, because
+        OpenMP thread counts are per calling thread."""
+        import torch
+
+        self._worker.call(torch.set_num_threads, max(1, n))
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         vectors = self._st.encode(
@@ -205,16 +242,28 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        # Normalise in float32: sentence-transformers normalises in the model's dtype, and bf16 norms are off
-        # by up to ~1e-3, which would skew inner-product scores.
-        vectors = np.asarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))
+        return _normalise(vectors)
 
-    def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """Embed passages: sorted by length so each batch pads little, in chunks behind a progress bar."""
-        if not texts:
-            return np.zeros((0, self._dim), dtype=np.float32)
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        """Tokenizer + transformer + pooling without encode()'s per-call overhead (about 2 ms a call)."""
+        import torch
+
+        module = self._st[0]
+        if getattr(module, "do_lower_case", False):
+            texts = [t.lower() for t in texts]
+        with torch.inference_mode():
+            enc = self._st.tokenizer(
+                texts, padding=True, truncation=True, max_length=self._max_tokens, return_tensors="pt"
+            )
+            hidden = module.auto_model(**enc).last_hidden_state
+            if self._fast_pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return _normalise(pooled.float().numpy())
+
+    def _embed_documents(self, texts: Sequence[str], progress: bool) -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         chunk = max(self._batch_size * 16, 256)
@@ -234,17 +283,46 @@ class SentenceTransformerEmbedder:
                 bar.close()
         return out
 
+    def embed_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Embed passages: sorted by length so each batch pads little, in chunks behind a progress bar."""
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return self._worker.call(self._embed_documents, list(texts), progress)
+
+    def _embed_query_batch(self, texts: list[str]) -> np.ndarray:
+        if self._fast_pooling is not None:
+            return self._forward(texts)
+        return self._encode(texts, batch_size=max(len(texts), 1))
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        return self._encode(list(texts), batch_size=max(len(texts), 1))
+        return self._worker.batched(self._embed_query_batch, list(texts))
+
+    def close(self) -> None:
+        self._worker.close()
 
 
-def set_threads(n: int) -> None:
-    """Intra-op threads for model inference in this process (e.g. per server worker)."""
-    import torch
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    # In float32: sentence-transformers normalises in the model's dtype, and bf16 norms are off by up to ~1e-3,
+    # which would skew inner-product scores.
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))
 
-    torch.set_num_threads(max(1, n))
+
+def _plain_pooling(st: SentenceTransformer) -> str | None:
+    """``"mean"``/``"cls"`` when the model is exactly Transformer -> Pooling -> [Normalize], else None."""
+    modules = list(st)
+    names = [type(m).__name__ for m in modules]
+    if len(modules) < 2 or names[0] != "Transformer" or names[1] != "Pooling":
+        return None
+    if any(name != "Normalize" for name in names[2:]):
+        return None
+    if not hasattr(modules[0], "auto_model"):
+        return None
+    mode = getattr(modules[1], "pooling_mode", None)
+    return mode if mode in ("mean", "cls") else None
 
 
 def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from .batching import QueryBatcher
 from .config import Settings
 from .embedding import Embedder, load_embedder
 from .errors import IndexMismatchError, InvalidRequestError, NotFoundError
@@ -108,8 +107,6 @@ class Searcher:
         self._layout = layout
         self._version = version
         self._embedder = embedder
-        # Concurrent searches from many threads share one forward pass of the model.
-        self._queries = QueryBatcher(embedder)
         self._settings = settings
         self._reload_lock = threading.Lock()
         self._last_check = time.monotonic()
@@ -159,7 +156,6 @@ class Searcher:
 
     def close(self) -> None:
         self._closed = True
-        self._queries.close()
         self._version.close()
 
     def __enter__(self) -> Searcher:
@@ -189,17 +185,24 @@ class Searcher:
 
     # -- search --------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 10) -> list[SearchHit]:
-        """The ``k`` passages that best match ``query``, best first."""
-        return self.search_batch([query], k)[0]
+    def search(self, query: str, k: int = 10, *, version: IndexVersion | None = None) -> list[SearchHit]:
+        """The ``k`` passages that best match ``query``, best first.
 
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
+        ``version`` pins the index version (take it from :attr:`version` first when the caller must know which
+        version answered, e.g. to report it); by default the current one.
+        """
+        return self.search_batch([query], k, version=version)[0]
+
+    def search_batch(
+        self, queries: Sequence[str], k: int = 10, *, version: IndexVersion | None = None
+    ) -> list[list[SearchHit]]:
         """Several queries, embedded in one batch."""
         for q in queries:
             validate_query(q)
         validate_k(k)
-        version = self._version
-        vectors = self._queries.embed_queries(list(queries))
+        version = version or self._version
+        # Thread-safe: concurrent searches share the embedder (whose model calls are coalesced).
+        vectors = self._embedder.embed_queries(list(queries))
         scores, ids = version.search_vectors(vectors, k)
         return [self._hits(version, s, i) for s, i in zip(scores, ids, strict=True)]
 

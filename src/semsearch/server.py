@@ -39,11 +39,17 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="semsearch-metrics-")
     from .api import create_app, service_of
 
+    threads_per_worker = settings.threads or max(1, (os.cpu_count() or 1) // workers)
+    if not dev:
+        # The master loads the model single-threaded: once PyTorch has run a multi-threaded (OpenMP) op in a
+        # process, its forked children run the model ~70% slower (measured 9.4 ms vs 5.5 ms per query). Each
+        # worker raises its thread count after the fork (post_fork below).
+        settings = settings.with_(threads=1)
     app = create_app(settings)
     svc = service_of(app)
     try:
         svc.searcher()  # load model and index now: fail fast, and share them with forked workers
-    except Exception as exc:
+    except Exception as exc:  # the service still starts; /readyz reports why it is not ready
         log.warning("starting without an index: %s", exc)
     if dev:
         app.run(host=host, port=port, threaded=True, use_reloader=False)
@@ -64,10 +70,11 @@ def serve(
             return app
 
     def post_fork(server: Any, worker: Any) -> None:
-        from .embedding import set_threads
-
-        # Split the cores between workers; the query batcher gives each worker's model calls the cores it has.
-        set_threads(max(1, (os.cpu_count() or 1) // workers))
+        # Split the cores between workers. (The model thread is restarted in the child on first use.)
+        searcher = svc.loaded()
+        set_threads = getattr(searcher.embedder, "set_threads", None) if searcher is not None else None
+        if set_threads is not None:
+            set_threads(threads_per_worker)
 
     _Gunicorn(
         {

@@ -379,6 +379,11 @@ class IndexVersion:
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, min(k, max(self._index.ntotal, 1)))
+        if queries.shape[0] < 20:
+            # OpenMP settings are per calling thread. A few queries over a flat index take well under a
+            # millisecond on one core; a thread team per request thread would spin and steal the model's CPU
+            # (measured: 14.3 ms vs 6.7 ms per search).
+            faiss.omp_set_num_threads(1)
         if allowed_ids is None:
             scores, ids = self._index.search(queries, k)
         else:

@@ -1,0 +1,139 @@
+"""A real ``semsearch serve`` (gunicorn, preloaded, forked worker) on a free loopback port, queried over HTTP,
+and the search page driven in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "semsearch.cli", "serve", "--index-dir", str(sample_index), "--port", str(port),
+             "--workers", "2", "--threads", "4"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SEMSEARCH_ADMIN_TOKEN": "integration-token"},
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                time.sleep(0.25)
+            else:
+                pytest.fail("server did not become ready:\n" + log.read_text())
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "my secret question" not in text  # queries are never logged
+
+
+def test_search_over_real_http(server: str) -> None:
+    response = requests.get(f"{server}/search", params={"q": "Who declined to engage with US defense officials?"})
+    assert response.status_code == 200
+    top = response.json()["hits"][0]
+    assert top["article_id"] == "world/russia-military-outreach.txt" and "declined to engage" in top["text"]
+    post = requests.post(f"{server}/search", json={"query": "my secret question about reef boulders", "k": 3})
+    assert post.status_code == 200 and len(post.json()["hits"]) == 3
+
+
+def test_concurrent_requests_across_workers(server: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {
+        "Which architect was behind the new river bridge in Aldermouth?": "local/aldermouth-tessel-crossing-opens.txt",
+        "How much is the cereal maker offering per share for the yogurt company?":
+            "business/calder-finch-buys-brightmeadow.txt",
+    }  # fmt: skip
+    questions = list(expected) * 20
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda q: requests.get(f"{server}/search", params={"q": q, "k": 5}), questions))
+    assert all(r.status_code == 200 for r in responses)
+    for question, response in zip(questions, responses, strict=True):
+        assert response.json()["hits"][0]["article_id"] == expected[question]
+
+
+def test_errors_over_real_http(server: str) -> None:
+    assert requests.get(f"{server}/search", params={"q": ""}).status_code == 400
+    assert (
+        requests.post(f"{server}/search", data="{oops", headers={"Content-Type": "application/json"}).json()["error"][
+            "code"
+        ]
+        == "invalid_request"
+    )
+    assert requests.get(f"{server}/nowhere").status_code == 404
+    big = requests.post(f"{server}/search", data=b"x" * 1_000_000, headers={"Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_metrics_and_admin_over_real_http(server: str) -> None:
+    requests.get(f"{server}/search", params={"q": "bridge"})
+    text = requests.get(f"{server}/metrics").text
+    assert "semsearch_http_requests_total" in text and "semsearch_index_passages" in text
+    assert requests.post(f"{server}/admin/reload").status_code == 401
+    ok = requests.post(f"{server}/admin/reload", headers={"Authorization": "Bearer integration-token"})
+    assert ok.status_code == 200 and ok.json()["reloaded"] is False
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+def test_search_page_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server + "/")
+            page.fill("#q", "How much stone was dumped on the seabed to stop the reef from shifting?")
+            page.click("button[type=submit]")
+            page.wait_for_selector("li.hit")
+            titles = page.locator("li.hit .title").all_inner_texts()
+            assert titles[0] == "Isla Carranca reef project replants 120,000 coral fragments"
+            assert "4,812 tonnes" in page.locator("li.hit").first.inner_text()
+            assert "passages in" in page.inner_text("#status")
+            page.screenshot(path=str(tmp_path / "search.png"))
+            # A server-side validation error is shown to the person, not swallowed.
+            page.evaluate("document.getElementById('q').removeAttribute('maxlength')")
+            page.fill("#q", "x" * 2100)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#status.error")
+            assert "longer than 2000" in page.inner_text("#status")
+            assert errors == []
+        finally:
+            browser.close()
