@@ -70,10 +70,10 @@ def run_level(port: int, clients: int, queries: list[str], seconds: float, max_r
 
     def next_query() -> str | None:
         with lock:
-            if cursor[0] >= max_requests or cursor[0] >= len(queries):
+            if cursor[0] >= max_requests:
                 return None
             cursor[0] += 1
-            return queries[cursor[0] - 1]
+            return queries[(cursor[0] - 1) % len(queries)]
 
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -220,14 +220,17 @@ def main() -> int:
         for clients in levels:
             chunk = queries[offset : offset + args.max_requests]
             offset += args.max_requests
-            reindex = None
-            if args.reindex_during and clients == 8 and corpus_copy is not None:
-                reindex = reindex_in_background(corpus_copy, index_dir, delay=args.seconds / 4)
-            level = run_level(port, clients, chunk, args.seconds, args.max_requests)
-            if reindex is not None:
-                reindex[0].join()
-                level["reindex"] = reindex[1]
-            results.append(level)
+            results.append(run_level(port, clients, chunk, args.seconds, args.max_requests))
+        if args.reindex_during and corpus_copy is not None:
+            # A separate phase, long enough that the reindex publishes while the 8 clients are running.
+            seconds = max(args.seconds, 40.0)
+            reindex = reindex_in_background(corpus_copy, index_dir, delay=3.0)
+            chunk = queries[offset:] + queries[:offset]
+            level = run_level(port, 8, chunk, seconds, 10**9)
+            reindex[0].join()
+            level["phase"] = "8 clients while a reindex is published"
+            level["reindex"] = reindex[1]
+            report["reindex_during_load"] = level
         report["levels"] = results
     finally:
         server.terminate()

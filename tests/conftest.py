@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch import Settings, build_index
+from semsearch import ChunkSettings, Settings, build_index
+from semsearch.config import DEFAULT_MODEL
 from semsearch.indexing import IndexReport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,8 @@ def use_fake_embedder(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedd
     import semsearch.search
 
     def load(settings: Settings) -> FakeEmbedder:
-        if settings.model not in (None, fake_embedder.model_id):
+        # The fake stands in for the default model too (what the CLI asks for when no index exists yet).
+        if settings.model not in (None, fake_embedder.model_id, DEFAULT_MODEL):
             from semsearch.errors import ModelLoadError
 
             raise ModelLoadError(f"cannot load embedding model {settings.model!r} (test)")
@@ -94,7 +96,8 @@ def use_fake_embedder(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedd
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(index_dir=tmp_path / "index", precision="fp32")
+    # min_chars=20: every paragraph of the small fixture corpus is its own passage.
+    return Settings(index_dir=tmp_path / "index", precision="fp32", chunking=ChunkSettings(min_chars=20))
 
 
 @pytest.fixture

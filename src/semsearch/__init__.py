@@ -22,7 +22,7 @@ from .errors import (
     SemsearchError,
     SourceError,
 )
-from .indexing import IndexReport, build_index, reindex
+from .indexing import Index, IndexReport, build_index, reindex, rollback
 from .search import Searcher, SearchHit
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Article",
     "ChunkSettings",
+    "Index",
     "IndexCorruptError",
     "IndexLockedError",
     "IndexMismatchError",
@@ -50,4 +51,5 @@ __all__ = [
     "build_index",
     "load_articles",
     "reindex",
+    "rollback",
 ]

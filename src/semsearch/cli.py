@@ -131,6 +131,20 @@ def reindex(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | Non
 
 
 @main.command()
+@index_dir_option
+@click.option("--wait", is_flag=True, help="If a reindex is running, wait for it instead of exiting.")
+@click.pass_context
+@_fail_cleanly
+def rollback(ctx: click.Context, index_dir: Path | None, wait: bool) -> None:
+    """Make the previously published index version current again (servers follow within a second)."""
+    from .indexing import rollback as run_rollback
+
+    settings = _settings(ctx, index_dir=index_dir)
+    version = run_rollback(settings.index_dir, wait_for_lock=wait)
+    click.echo(f"rolled back to version {version}")
+
+
+@main.command()
 @click.argument("query")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of passages.")
 @index_dir_option
@@ -171,7 +185,8 @@ def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
     manifest = read_manifest(layout.current_path())
     data = manifest.to_dict()
     data["index_dir"] = str(layout.root)
-    data["versions"] = layout.versions()
+    data["versions"] = layout.all_version_dirs()
+    data["previous_version"] = layout.previous_version()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -4,6 +4,7 @@ Layout of an index directory::
 
     index/
       CURRENT                 the published version id (replaced atomically with os.replace)
+      HISTORY                 one line per publish or rollback: time, action, version id
       .lock                   writer lock (flock); readers never take it
       versions/<version-id>/  one complete, immutable version:
           manifest.json       format version, model id, dimension, chunking settings, counts, build time
@@ -46,6 +47,7 @@ from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+_HISTORY_LINES = 1000
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 META_DB = "meta.sqlite"
@@ -182,6 +184,7 @@ class IndexLayout:
         self.staging_dir = self.root / "staging"
         self.current_file = self.root / "CURRENT"
         self.lock_file = self.root / ".lock"
+        self.history_file = self.root / "HISTORY"
 
     def current_version(self) -> str | None:
         try:
@@ -210,18 +213,56 @@ class IndexLayout:
             raise IndexCorruptError(f"{self.current_file} names version {version!r}, which is missing")
         return path
 
-    def publish(self, version_id: str) -> None:
-        """Make ``version_id`` current: one atomic rename of the pointer file."""
+    def history(self) -> list[str]:
+        """Published version ids, oldest first (a version appears again when rolled back to)."""
+        try:
+            lines = self.history_file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [line.split()[-1] for line in lines if line.strip()]
+
+    def publish(self, version_id: str, action: str = "publish") -> None:
+        """Make ``version_id`` current: one atomic rename of the pointer file, then record it in the history.
+
+        A crash between the two leaves a current version missing from the history; :meth:`prune` never removes
+        the current version, so nothing is lost.
+        """
         atomic_write_text(self.current_file, version_id + "\n")
+        entries = self.history_file.read_text(encoding="utf-8").splitlines() if self.history_file.exists() else []
+        entries.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {action} {version_id}")
+        atomic_write_text(self.history_file, "\n".join(entries[-_HISTORY_LINES:]) + "\n")
+
+    def previous_version(self) -> str | None:
+        """The version published before the current one that still exists on disk (the rollback target)."""
+        current = self.current_version()
+        history = self.history()
+        if current in history:
+            history = history[: len(history) - 1 - history[::-1].index(current)]
+        for version in reversed(history):
+            if version != current and (self.version_path(version) / MANIFEST).is_file():
+                return version
+        return None
 
     def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest ``keep`` versions (never the current one). Call with the lock held."""
+        """Keep the current version and the last ``keep`` published ones; delete the rest, including versions
+        that were written but never published (a writer killed before the switch). Call with the lock held."""
         current = self.current_version()
-        versions = self.versions()
-        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
+        recent: list[str] = []
+        for version in reversed(self.history()):
+            if version not in recent:
+                recent.append(version)
+            if len(recent) >= keep:
+                break
+        wanted = set(recent) | ({current} if current else set())
+        doomed = [v for v in self.all_version_dirs() if v not in wanted]
         for version in doomed:
             shutil.rmtree(self.version_path(version), ignore_errors=True)
         return doomed
+
+    def all_version_dirs(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir())
 
     def clean_staging(self) -> list[str]:
         """Remove versions left half-written by a crashed writer. Call with the lock held."""
@@ -569,7 +610,6 @@ class VersionWriter:
         self._conn.commit()
         articles, passages = self.counts()
         self._conn.execute("PRAGMA journal_mode = DELETE")
-        self._conn.execute("VACUUM") if self.base is not None else None
         self._conn.close()
         self._write_vectors()
         manifest = IndexManifest(
