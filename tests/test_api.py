@@ -245,3 +245,43 @@ def test_request_log_has_no_query_text(client: FlaskClient, caplog: pytest.LogCa
     assert len(lines) == 2
     assert lines[0].startswith("GET /search 200 ") and lines[0].endswith("ms")
     assert not any("private" in line for line in lines)
+
+
+def test_search_modes_filters_and_grouping_over_http(client: FlaskClient) -> None:
+    for mode in ("dense", "keyword", "hybrid"):
+        data = conforms("/search", "get", client.get(f"/search?q=limestone+boulders+reef&k=2&mode={mode}"))
+        assert data["mode"] == mode and data["hits"][0]["article_id"] == "reef.txt"
+    grouped = conforms(
+        "/search", "post", client.post("/search", json={"query": "reef bank bridge", "group_by": "article", "k": 3})
+    )
+    assert grouped["group_by"] == "article" and len({a["article_id"] for a in grouped["articles"]}) == 3
+    filtered = client.get("/search?q=reef+bank+bridge&article_id=bank.txt&article_id=bridge.txt").get_json()
+    assert {h["article_id"] for h in filtered["hits"]} <= {"bank.txt", "bridge.txt"}
+    posted = client.post("/search", json={"query": "reef", "filters": {"article_ids": ["bank.txt"]}}).get_json()
+    assert {h["article_id"] for h in posted["hits"]} == {"bank.txt"}
+    hit = client.get("/search?q=architect+designed&k=1").get_json()["hits"][0]
+    (h,) = hit["highlights"]
+    assert hit["text"][h["start"] : h["end"]] == h["text"] and "architect" in h["text"]
+    assert client.get("/search?q=architect&highlights=false").get_json()["hits"][0]["highlights"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "message"),
+    [
+        ("get", "/search?q=a&mode=fuzzy", {}, "mode must be one of"),
+        ("get", "/search?q=a&group_by=site", {}, "group_by must be"),
+        ("get", "/search?q=a&per_article=0", {}, "per_article must be between"),
+        ("get", "/search?q=a&published_after=yesterday", {}, "ISO date"),
+        ("get", "/search?q=a&highlights=maybe", {}, "highlights must be"),
+        ("get", "/search?q=a&colour=red", {}, "unknown parameter(s): colour"),
+        ("post", "/search", {"json": {"query": "a", "filters": {"sources": ["x"]}}}, "unknown filter(s): sources"),
+        ("post", "/search", {"json": {"query": "a", "filters": ["x"]}}, "filters must be an object"),
+        ("post", "/search", {"json": {"query": "a", "filters": {"tags": [3]}}}, "non-empty strings"),
+        ("post", "/search", {"json": {"query": "a", "highlights": "yes"}}, "highlights must be"),
+        ("post", "/search/batch", {"json": {"queries": ["a"], "mode": "x"}}, "mode must be one of"),
+    ],
+)
+def test_bad_search_options_get_400(client: FlaskClient, method, path, kwargs, message) -> None:
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]["message"]

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -21,9 +21,10 @@ from werkzeug.exceptions import HTTPException
 from .config import Settings
 from .embedding import Embedder
 from .errors import IndexNotFoundError, InvalidRequestError, SemsearchError
+from .filters import SearchFilters
 from .metrics import Metrics
 from .openapi import openapi_spec
-from .search import Searcher, validate_k, validate_query
+from .search import DEFAULT_MODE, Searcher, validate_k, validate_mode, validate_query
 
 log = logging.getLogger("semsearch.http")
 
@@ -178,27 +179,89 @@ def query_int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class SearchParams:
+    """A validated search request (the same rules for GET, POST and batch)."""
+
     query: str
-    k: int
+    k: int = 10
+    mode: str = DEFAULT_MODE
+    group_by: str = "passage"
+    per_article: int = 3
+    highlights: bool = True
+    filters: SearchFilters = field(default_factory=SearchFilters)
+
+    FIELDS = frozenset({"query", "k", "mode", "group_by", "per_article", "highlights", "filters"})
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> SearchParams:
         if "query" not in data:
             raise InvalidRequestError("query is required")
-        return cls(query=validate_query(data["query"]), k=validate_k(data.get("k", 10), HTTP_MAX_K))
+        group_by = data.get("group_by", "passage")
+        if group_by not in ("passage", "article"):
+            raise InvalidRequestError("group_by must be passage or article")
+        highlights = data.get("highlights", True)
+        if not isinstance(highlights, bool):
+            raise InvalidRequestError("highlights must be true or false")
+        return cls(
+            query=validate_query(data["query"]),
+            k=validate_k(data.get("k", 10), HTTP_MAX_K),
+            mode=validate_mode(data.get("mode", DEFAULT_MODE)),
+            group_by=group_by,
+            per_article=validate_k(data.get("per_article", 3), 10, "per_article"),
+            highlights=highlights,
+            filters=SearchFilters.from_dict(data.get("filters")),
+        )
+
+
+def _query_args() -> dict[str, Any]:
+    """GET /search parameters as the JSON body would carry them (repeatable source/tag/article_id)."""
+    args = request.args
+    known = {"q", "k", "mode", "group_by", "per_article", "highlights", "source", "tag", "article_id",
+             "published_after", "published_before"}  # fmt: skip
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise InvalidRequestError(f"unknown parameter(s): {', '.join(unknown)}")
+    if "q" not in args:
+        raise InvalidRequestError("query parameter q is required")
+    data: dict[str, Any] = {"query": args["q"], "k": query_int("k", 10), "per_article": query_int("per_article", 3)}
+    for name in ("mode", "group_by"):
+        if name in args:
+            data[name] = args[name]
+    if "highlights" in args:
+        value = args["highlights"].lower()
+        if value not in ("true", "false", "1", "0"):
+            raise InvalidRequestError("highlights must be true or false")
+        data["highlights"] = value in ("true", "1")
+    filters: dict[str, Any] = {}
+    for arg, key in (("source", "source"), ("tag", "tags"), ("article_id", "article_ids")):
+        if arg in args:
+            filters[key] = args.getlist(arg)
+    for key in ("published_after", "published_before"):
+        if key in args:
+            filters[key] = args[key]
+    if filters:
+        data["filters"] = filters
+    return data
 
 
 def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
     searcher = service().searcher()
     version = searcher.version  # pinned: the response names the version that actually answered
-    hits = searcher.search(params.query, k=params.k, version=version)
-    return {
-        "query": params.query,
-        "k": params.k,
-        "took_ms": round((time.perf_counter() - started) * 1000, 2),
-        "version": version.version_id,
-        "hits": [h.to_dict() for h in hits],
-    }
+    body: dict[str, Any] = {"query": params.query, "k": params.k, "mode": params.mode, "group_by": params.group_by}
+    if params.group_by == "article":
+        articles = searcher.search_articles(
+            params.query, k=params.k, per_article=params.per_article, mode=params.mode, filters=params.filters,
+            highlights=params.highlights, version=version,
+        )  # fmt: skip
+        body["articles"] = [a.to_dict() for a in articles]
+    else:
+        hits = searcher.search(
+            params.query, k=params.k, mode=params.mode, filters=params.filters, highlights=params.highlights,
+            version=version,
+        )  # fmt: skip
+        body["hits"] = [h.to_dict() for h in hits]
+    body["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    body["version"] = version.version_id
+    return body
 
 
 # -- views --------------------------------------------------------------------------------------------
@@ -207,23 +270,19 @@ def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
 @bp.get("/search")
 def search_get() -> Response:
     started = time.perf_counter()
-    if "q" not in request.args:
-        raise InvalidRequestError("query parameter q is required")
-    params = SearchParams.parse({"query": request.args["q"], "k": query_int("k", 10)})
-    return jsonify(_search_response(params, started))
+    return jsonify(_search_response(SearchParams.parse(_query_args()), started))
 
 
 @bp.post("/search")
 def search_post() -> Response:
     started = time.perf_counter()
-    params = SearchParams.parse(json_body({"query", "k"}))
-    return jsonify(_search_response(params, started))
+    return jsonify(_search_response(SearchParams.parse(json_body(set(SearchParams.FIELDS))), started))
 
 
 @bp.post("/search/batch")
 def search_batch() -> Response:
     started = time.perf_counter()
-    body = json_body({"queries", "k"})
+    body = json_body({"queries", "k", "mode", "filters", "highlights"})
     queries = body.get("queries")
     if not isinstance(queries, list) or not queries:
         raise InvalidRequestError("queries must be a non-empty list of strings")
@@ -234,13 +293,16 @@ def search_batch() -> Response:
             validate_query(q)
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"queries[{i}]: {exc.message}") from None
-    k = validate_k(body.get("k", 10), HTTP_MAX_K)
+    params = SearchParams.parse({**{k: v for k, v in body.items() if k != "queries"}, "query": queries[0]})
     searcher = service().searcher()
     version = searcher.version
-    results = searcher.search_batch(queries, k=k, version=version)
+    results = searcher.search_batch(
+        queries, k=params.k, mode=params.mode, filters=params.filters, highlights=params.highlights, version=version
+    )
     return jsonify(
         {
-            "k": k,
+            "k": params.k,
+            "mode": params.mode,
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
             "version": version.version_id,
             "results": [

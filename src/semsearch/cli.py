@@ -147,17 +147,26 @@ def rollback(ctx: click.Context, index_dir: Path | None, wait: bool) -> None:
 @main.command()
 @click.argument("query")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of passages.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default="hybrid", show_default=True)
+@click.option("--source", multiple=True, help="Only articles from this source (repeatable).")
+@click.option("--tag", multiple=True, help="Only articles with this tag (repeatable).")
+@click.option("--after", "published_after", default=None, help="Published on or after this ISO date.")
+@click.option("--before", "published_before", default=None, help="Published on or before this ISO date.")
 @index_dir_option
 @json_option
 @click.pass_context
 @_fail_cleanly
-def search(ctx: click.Context, query: str, k: int, index_dir: Path | None, as_json: bool) -> None:
+def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str, ...], tag: tuple[str, ...],
+           published_after: str | None, published_before: str | None, index_dir: Path | None,
+           as_json: bool) -> None:  # fmt: skip
     """Print the passages that best match QUERY."""
+    from .filters import SearchFilters
     from .search import Searcher
 
     settings = _settings(ctx, index_dir=index_dir)
+    filters = SearchFilters(source=source, tags=tag, published_after=published_after, published_before=published_before)
     with Searcher.open(settings.index_dir, settings) as searcher:
-        hits = searcher.search(query, k=k)
+        hits = searcher.search(query, k=k, mode=mode, filters=filters)
     if as_json:
         click.echo(json.dumps({"query": query, "k": k, "hits": [h.to_dict() for h in hits]}, indent=2))
         return
@@ -202,16 +211,18 @@ def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
 @main.command(name="eval")
 @click.argument("beir_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @index_dir_option
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default="hybrid", show_default=True)
+@click.option("--fusion", type=click.Choice(["adaptive", "zscore", "rrf"]), default="adaptive", show_default=True)
 @json_option
 @click.pass_context
 @_fail_cleanly
-def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, as_json: bool) -> None:
+def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str, fusion: str, as_json: bool) -> None:
     """Index a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) and report nDCG@10, Recall@100 and
     MRR@10 at document level. With --index-dir the index is kept (and reused incrementally next time)."""
     from .evaluation import evaluate_beir
 
     settings = _settings(ctx)
-    report = evaluate_beir(beir_dir, settings, index_dir=index_dir)
+    report = evaluate_beir(beir_dir, settings, index_dir=index_dir, mode=mode, fusion=fusion)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         return

@@ -6,7 +6,7 @@ import csv
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from .articles import LoadReport, SkippedSource, record_to_article
 from .config import Settings
 from .embedding import Embedder
 from .errors import SourceError
-from .indexing import IndexReport, apply_articles
+from .indexing import apply_articles
 
 RankedDocs = list[tuple[str, float]]
 
@@ -116,27 +116,27 @@ def evaluate_beir(
     *,
     index_dir: str | Path | None = None,
     embedder: Embedder | None = None,
-    search_docs: Callable[[Any, Sequence[str]], list[RankedDocs]] | None = None,
-    mode: str = "dense",
+    mode: str = "hybrid",
+    fusion: str = "adaptive",
+    fusion_weight: float | None = None,
 ) -> EvalReport:
     """Index a BEIR dataset with the normal pipeline (incrementally, if ``index_dir`` already holds it) and score
-    the test queries. ``search_docs(searcher, queries)`` returns ranked documents per query."""
+    the test queries at document level: each document once, scored by its best passage."""
     from .search import Searcher
 
     data = load_beir(directory)
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as tmp:
         target = Path(index_dir) if index_dir is not None else Path(tmp) / "index"
         started = time.perf_counter()
-        report: IndexReport = apply_articles(data.corpus, target, settings, embedder=embedder)
+        apply_articles(data.corpus, target, settings, embedder=embedder)
         index_seconds = time.perf_counter() - started
-        with Searcher.open(target, settings, embedder=embedder) as searcher:
+        with Searcher.open(target, settings, embedder=embedder, fusion=fusion, fusion_weight=fusion_weight) as searcher:
             qids = [q for q in data.qrels if q in data.queries]
             started = time.perf_counter()
-            ranked = (search_docs or dense_docs)(searcher, [data.queries[q] for q in qids])
+            ranked = rank_documents(searcher, [data.queries[q] for q in qids], mode)
             search_seconds = time.perf_counter() - started
             passages = searcher.manifest.passages
     metrics = score_run(data.qrels, dict(zip(qids, ranked, strict=True)))
-    del report
     return EvalReport(
         ndcg_at_10=metrics["ndcg@10"],
         recall_at_100=metrics["recall@100"],
@@ -145,24 +145,14 @@ def evaluate_beir(
         passages=passages,
         index_seconds=index_seconds,
         search_seconds=search_seconds,
-        mode=mode,
+        mode=mode if mode != "hybrid" else f"hybrid/{fusion}",
     )
 
 
-def best_passage_per_doc(hits: Sequence[Any], limit: int = 100) -> RankedDocs:
-    """Document ranking from passage hits (best first): a document's score is its best passage's."""
-    seen: dict[str, float] = {}
-    for hit in hits:
-        if hit.article_id not in seen:
-            seen[hit.article_id] = hit.score
-            if len(seen) >= limit:
-                break
-    return list(seen.items())
-
-
-def dense_docs(searcher: Any, queries: Sequence[str], batch: int = 32) -> list[RankedDocs]:
+def rank_documents(searcher: Any, queries: Sequence[str], mode: str, depth: int = 100) -> list[RankedDocs]:
+    """Top ``depth`` documents per query (each document once, by its best passage)."""
     out: list[RankedDocs] = []
-    for lo in range(0, len(queries), batch):
-        for hits in searcher.search_batch(list(queries[lo : lo + batch]), k=1000):
-            out.append(best_passage_per_doc(hits))
+    for query in queries:
+        articles = searcher.search_articles(query, k=depth, per_article=1, mode=mode, highlights=False)
+        out.append([(a.article_id, a.score) for a in articles])
     return out

@@ -80,6 +80,21 @@ class KeywordIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def term_weights(self, query: str) -> dict[str, float]:
+        """IDF of each analysed query term present in the index (for highlighting)."""
+        if self._model is None:
+            return {}
+        indptr = self._model.scores["indptr"]
+        n = float(self._model.scores["num_docs"])
+        weights = {}
+        for term in tokenize([query])[0]:
+            tid = self._model.vocab_dict.get(term)
+            if tid is None or tid + 1 >= len(indptr):
+                continue
+            df = float(indptr[tid + 1] - indptr[tid])
+            weights[term] = float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
+        return weights
+
     def rows_for(self, passage_ids: np.ndarray) -> np.ndarray:
         return np.array([self._row_of[int(p)] for p in passage_ids if int(p) in self._row_of], dtype=np.int64)
 
@@ -92,19 +107,24 @@ class KeywordIndex:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self._model.get_scores(terms), dtype=np.float32)
 
-    def search(self, query: str, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (scores, passage ids) with a positive score, best first, within ``allowed_ids`` if given."""
-        scores = self.scores(query)
+    def top(self, scores: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best (scores, passage ids) with a positive score, best first, within ``allowed_ids`` (an exact
+        mask, so ``k`` come back whenever ``k`` allowed passages match at all)."""
         if scores.size == 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         if allowed_ids is not None:
             mask = np.zeros(len(scores), dtype=bool)
             mask[self.rows_for(allowed_ids)] = True
             scores = np.where(mask, scores, 0.0)
-        positive = int(np.count_nonzero(scores > 0))
-        k = min(k, positive)
+        k = min(k, int(np.count_nonzero(scores > 0)))
         if k == 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return scores[top], self.ids[top]
+
+    def scores_for(self, scores: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
+        """The entries of a full score array (from :meth:`scores`) for the given passage ids."""
+        if scores.size == 0:
+            return np.zeros(len(passage_ids), dtype=np.float32)
+        return scores[self.rows_for(passage_ids)]

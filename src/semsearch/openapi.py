@@ -32,11 +32,27 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _HIT = {
     "type": "object",
-    "required": ["rank", "score", "passage_id", "article_id", "title", "url", "paragraph", "last_paragraph",
-                 "start", "end", "text", "published", "source", "tags"],
+    "required": ["rank", "score", "dense_score", "keyword_score", "passage_id", "article_id", "title", "url",
+                 "paragraph", "last_paragraph", "start", "end", "text", "highlights", "published", "source", "tags"],
     "properties": {
         "rank": {"type": "integer", "minimum": 1},
-        "score": {"type": "number"},
+        "score": {"type": "number", "description": "ranking score of the mode (hybrid: fused, per query)"},
+        "dense_score": {"type": ["number", "null"], "description": "cosine similarity"},
+        "keyword_score": {"type": ["number", "null"], "description": "BM25 score"},
+        "highlights": {
+            "type": "array",
+            "description": "best-matching sentences; offsets are into this passage's text",
+            "items": {
+                "type": "object",
+                "required": ["start", "end", "text", "score"],
+                "properties": {
+                    "start": {"type": "integer"},
+                    "end": {"type": "integer"},
+                    "text": {"type": "string"},
+                    "score": {"type": "number"},
+                },
+            },
+        },
         "passage_id": {"type": "integer"},
         "article_id": {"type": "string"},
         "title": {"type": "string"},
@@ -65,6 +81,18 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "SearchHit": _HIT,
+    "Filters": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "All conditions must hold; within a list any value matches. Dates are inclusive.",
+        "properties": {
+            "source": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "tags": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "article_ids": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "published_after": {"type": "string", "description": "ISO date or datetime"},
+            "published_before": {"type": "string", "description": "ISO date or datetime"},
+        },
+    },
     "SearchRequest": {
         "type": "object",
         "required": ["query"],
@@ -72,17 +100,39 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "query": {"type": "string", "minLength": 1, "maxLength": 2000},
             "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
+            "group_by": {"enum": ["passage", "article"], "default": "passage"},
+            "per_article": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
+            "highlights": {"type": "boolean", "default": True},
+            "filters": _ref("Filters"),
+        },
+    },
+    "ArticleHit": {
+        "type": "object",
+        "required": ["rank", "score", "article_id", "title", "url", "published", "source", "passages"],
+        "properties": {
+            "rank": {"type": "integer", "minimum": 1},
+            "score": {"type": "number"},
+            "article_id": {"type": "string"},
+            "title": {"type": "string"},
+            "url": _NULLABLE_STR,
+            "published": _NULLABLE_STR,
+            "source": _NULLABLE_STR,
+            "passages": {"type": "array", "items": _ref("SearchHit")},
         },
     },
     "SearchResponse": {
         "type": "object",
-        "required": ["query", "k", "took_ms", "version", "hits"],
+        "required": ["query", "k", "mode", "group_by", "took_ms", "version"],
         "properties": {
             "query": {"type": "string"},
             "k": {"type": "integer"},
+            "mode": {"type": "string"},
+            "group_by": {"enum": ["passage", "article"]},
             "took_ms": {"type": "number"},
             "version": {"type": "string", "description": "index version that answered"},
-            "hits": {"type": "array", "items": _ref("SearchHit")},
+            "hits": {"type": "array", "items": _ref("SearchHit"), "description": "group_by=passage"},
+            "articles": {"type": "array", "items": _ref("ArticleHit"), "description": "group_by=article"},
         },
     },
     "BatchRequest": {
@@ -97,13 +147,17 @@ _SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string", "minLength": 1, "maxLength": 2000},
             },
             "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
+            "highlights": {"type": "boolean", "default": True},
+            "filters": _ref("Filters"),
         },
     },
     "BatchResponse": {
         "type": "object",
-        "required": ["k", "took_ms", "version", "results"],
+        "required": ["k", "mode", "took_ms", "version", "results"],
         "properties": {
             "k": {"type": "integer"},
+            "mode": {"type": "string"},
             "took_ms": {"type": "number"},
             "version": {"type": "string"},
             "results": {
@@ -183,6 +237,13 @@ _K_PARAM = {
 }
 
 
+def _param(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
 def openapi_spec() -> dict[str, Any]:
     search_ok = _json(_ref("SearchResponse"), "Top passages, best first")
     return {
@@ -205,6 +266,15 @@ def openapi_spec() -> dict[str, Any]:
                             "schema": {"type": "string", "minLength": 1, "maxLength": 2000},
                         },
                         _K_PARAM,
+                        _param("mode", {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"}),
+                        _param("group_by", {"enum": ["passage", "article"], "default": "passage"}),
+                        _param("per_article", {"type": "integer", "minimum": 1, "maximum": 10, "default": 3}),
+                        _param("highlights", {"type": "boolean", "default": True}),
+                        _param("source", {"type": "array", "items": {"type": "string"}}, "repeatable"),
+                        _param("tag", {"type": "array", "items": {"type": "string"}}, "repeatable"),
+                        _param("article_id", {"type": "array", "items": {"type": "string"}}, "repeatable"),
+                        _param("published_after", {"type": "string"}, "ISO date, inclusive"),
+                        _param("published_before", {"type": "string"}, "ISO date, inclusive"),
                     ],
                     "responses": {"200": search_ok, **_errors(400, 503)},
                 },

@@ -1,11 +1,15 @@
-"""Searching a published index: :class:`Searcher` and its :class:`SearchHit` results."""
+"""Searching a published index: :class:`Searcher`, its :class:`SearchHit` and :class:`ArticleHit` results.
+
+Modes: ``dense`` (embeddings), ``keyword`` (BM25) and ``hybrid`` (both, fused; see :mod:`semsearch.fusion`).
+Filters are exact in every mode; near-duplicate passages are suppressed; hits name their best sentences.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +18,27 @@ import numpy as np
 from .config import Settings
 from .embedding import Embedder, load_embedder
 from .errors import IndexMismatchError, InvalidRequestError, NotFoundError
+from .filters import SearchFilters
+from .fusion import FUSIONS, fuse
+from .highlight import Highlight, highlight
 from .store import IndexLayout, IndexManifest, IndexVersion, PassageRecord, StoredArticle
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 1000
+MODES = ("hybrid", "dense", "keyword")
+DEFAULT_MODE = "hybrid"
+DEDUPE_COSINE = 0.97
+"""Passages at least this similar to a better-ranked hit are near-duplicates and dropped."""
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One matching passage. ``start``/``end`` are character offsets into the article body."""
+    """One matching passage. ``start``/``end`` are character offsets into the article body.
+
+    ``score`` is the ranking score of the mode: the cosine similarity (dense), the BM25 score (keyword), or the
+    fused score (hybrid: a weighted sum of the two retrievers' standardised scores; higher is better, comparable
+    within one query). ``dense_score`` and ``keyword_score`` give both raw scores where known.
+    """
 
     rank: int
     score: float
@@ -38,11 +54,16 @@ class SearchHit:
     published: str | None = None
     source: str | None = None
     tags: tuple[str, ...] = ()
+    dense_score: float | None = None
+    keyword_score: float | None = None
+    highlights: tuple[Highlight, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rank": self.rank,
             "score": round(float(self.score), 6),
+            "dense_score": None if self.dense_score is None else round(float(self.dense_score), 6),
+            "keyword_score": None if self.keyword_score is None else round(float(self.keyword_score), 6),
             "passage_id": self.passage_id,
             "article_id": self.article_id,
             "title": self.title,
@@ -52,10 +73,45 @@ class SearchHit:
             "start": self.start,
             "end": self.end,
             "text": self.text,
+            "highlights": [h.to_dict() for h in self.highlights],
             "published": self.published,
             "source": self.source,
             "tags": list(self.tags),
         }
+
+
+@dataclass(frozen=True)
+class ArticleHit:
+    """One article with its best passages (``group_by=article``); ``score`` is its best passage's score."""
+
+    rank: int
+    score: float
+    article_id: str
+    title: str
+    url: str | None
+    published: str | None
+    source: str | None
+    passages: tuple[SearchHit, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "score": round(float(self.score), 6),
+            "article_id": self.article_id,
+            "title": self.title,
+            "url": self.url,
+            "published": self.published,
+            "source": self.source,
+            "passages": [p.to_dict() for p in self.passages],
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    passage_id: int
+    score: float
+    dense: float | None
+    keyword: float | None
 
 
 def validate_query(query: object) -> str:
@@ -68,49 +124,45 @@ def validate_query(query: object) -> str:
     return query
 
 
-def validate_k(k: object, max_k: int = MAX_K) -> int:
+def validate_k(k: object, max_k: int = MAX_K, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, int):
-        raise InvalidRequestError("k must be an integer")
+        raise InvalidRequestError(f"{name} must be an integer")
     if not 1 <= k <= max_k:
-        raise InvalidRequestError(f"k must be between 1 and {max_k}")
+        raise InvalidRequestError(f"{name} must be between 1 and {max_k}")
     return k
 
 
-def _hit(rank: int, score: float, rec: PassageRecord) -> SearchHit:
-    return SearchHit(
-        rank=rank,
-        score=float(score),
-        passage_id=rec.id,
-        article_id=rec.article_id,
-        title=rec.title,
-        url=rec.url,
-        paragraph=rec.paragraph,
-        last_paragraph=rec.last_paragraph,
-        start=rec.start,
-        end=rec.end,
-        text=rec.text,
-        published=rec.published,
-        source=rec.source,
-        tags=rec.tags,
-    )
+def validate_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}")
+    return str(mode)
 
 
 class Searcher:
-    """Search one index directory. Open once, share between threads, ``close()`` when done.
+    """Search one index directory. Open once, share between threads, ``close()`` when done (or ``with``).
 
     The searcher follows the index directory: :meth:`reload` (or :meth:`maybe_reload`, rate-limited) switches to
     a newly published version. The switch is one reference assignment, so a search that is running keeps the
     version it started with and every result comes from exactly one complete version.
     """
 
-    def __init__(self, layout: IndexLayout, version: IndexVersion, embedder: Embedder, settings: Settings) -> None:
+    def __init__(
+        self,
+        layout: IndexLayout,
+        version: IndexVersion,
+        embedder: Embedder,
+        settings: Settings,
+        fusion: str,
+        fusion_weight: float | None = None,
+    ) -> None:
         self._layout = layout
         self._version = version
         self._embedder = embedder
         self._settings = settings
+        self._fusion = fusion
+        self._fusion_weight = fusion_weight
         self._reload_lock = threading.Lock()
         self._last_check = time.monotonic()
-        self._closed = False
 
     @classmethod
     def open(
@@ -119,12 +171,18 @@ class Searcher:
         settings: Settings | None = None,
         *,
         embedder: Embedder | None = None,
+        fusion: str = "adaptive",
+        fusion_weight: float | None = None,
     ) -> Searcher:
         """Open the current version of the index at ``index_dir`` (default ``settings.index_dir``).
 
         Fails with :class:`IndexMismatchError` when the index was built with another model or dimension than
         the embedder (by default, the one ``settings`` names), rather than returning meaningless results.
+        ``fusion`` picks the hybrid fusion; ``fusion_weight`` overrides its keyword weight (the cap for
+        ``adaptive``, the fixed weight for ``zscore``).
         """
+        if fusion not in FUSIONS:
+            raise InvalidRequestError(f"fusion must be one of {', '.join(FUSIONS)}")
         settings = settings or Settings()
         layout = IndexLayout(index_dir if index_dir is not None else settings.index_dir)
         version = IndexVersion(layout.current_path())
@@ -134,7 +192,7 @@ class Searcher:
                 _check_model_name(version.manifest, settings.model)
             embedder = load_embedder(settings.with_(model=settings.model or version.manifest.model_id))
         _check_compatible(version.manifest, embedder)
-        return cls(layout, version, embedder, settings)
+        return cls(layout, version, embedder, settings, fusion, fusion_weight)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -144,6 +202,7 @@ class Searcher:
 
     @property
     def version(self) -> IndexVersion:
+        """The current version. Pass it to ``search(..., version=...)`` to pin several calls to one version."""
         return self._version
 
     @property
@@ -155,7 +214,6 @@ class Searcher:
         return self._layout.root
 
     def close(self) -> None:
-        self._closed = True
         self._version.close()
 
     def __enter__(self) -> Searcher:
@@ -185,37 +243,186 @@ class Searcher:
 
     # -- search --------------------------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 10, *, version: IndexVersion | None = None) -> list[SearchHit]:
-        """The ``k`` passages that best match ``query``, best first.
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        highlights: bool = True,
+        version: IndexVersion | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` best passages for ``query``, best first, near-duplicates removed.
 
-        ``version`` pins the index version (take it from :attr:`version` first when the caller must know which
-        version answered, e.g. to report it); by default the current one.
+        ``version`` pins the index version (take it from :attr:`version` when the caller must know which version
+        answered); by default the current one.
         """
-        return self.search_batch([query], k, version=version)[0]
+        return self.search_batch([query], k, mode=mode, filters=filters, highlights=highlights, version=version)[0]
 
     def search_batch(
-        self, queries: Sequence[str], k: int = 10, *, version: IndexVersion | None = None
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        highlights: bool = True,
+        version: IndexVersion | None = None,
     ) -> list[list[SearchHit]]:
-        """Several queries, embedded in one batch."""
+        """Several queries; their embeddings are computed in one batch."""
+        version = version or self._version
+        ranked = self._ranked(version, queries, k, mode, filters, depth=max(4 * k, 100))
+        out = []
+        for query, candidates in zip(queries, ranked, strict=True):
+            kept = self._dedupe(version, candidates, k)
+            records = version.passages([c.passage_id for c in kept])
+            weights = version.keyword.term_weights(query) if highlights else {}
+            out.append(
+                [
+                    _hit(rank, c, records[c.passage_id], weights if highlights else None)
+                    for rank, c in enumerate(kept, start=1)
+                ]
+            )
+        return out
+
+    def search_articles(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        per_article: int = 3,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        highlights: bool = True,
+        version: IndexVersion | None = None,
+    ) -> list[ArticleHit]:
+        """The ``k`` best articles, each once, with up to ``per_article`` of its best passages."""
+        validate_k(per_article, 50, "per_article")
+        version = version or self._version
+        (candidates,) = self._ranked(version, [query], k, mode, filters, depth=max(3 * k * per_article, 200))
+        groups: dict[str, list[_Candidate]] = {}
+        records = version.passages([c.passage_id for c in candidates])
+        for c in candidates:
+            article_id = records[c.passage_id].article_id
+            if article_id not in groups and len(groups) >= k:
+                continue
+            group = groups.setdefault(article_id, [])
+            if len(group) < per_article:
+                group.append(c)
+        weights = version.keyword.term_weights(query) if highlights else None
+        out = []
+        for rank, (_article_id, group) in enumerate(groups.items(), start=1):
+            hits = tuple(_hit(i, c, records[c.passage_id], weights) for i, c in enumerate(group, start=1))
+            first = hits[0]
+            out.append(
+                ArticleHit(rank, group[0].score, first.article_id, first.title, first.url, first.published,
+                           first.source, hits)
+            )  # fmt: skip
+        return out
+
+    def _ranked(
+        self,
+        version: IndexVersion,
+        queries: Sequence[str],
+        k: int,
+        mode: str,
+        filters: SearchFilters | None,
+        depth: int,
+    ) -> list[list[_Candidate]]:
         for q in queries:
             validate_query(q)
         validate_k(k)
-        version = version or self._version
-        # Thread-safe: concurrent searches share the embedder (whose model calls are coalesced).
-        vectors = self._embedder.embed_queries(list(queries))
-        scores, ids = version.search_vectors(vectors, k)
-        return [self._hits(version, s, i) for s, i in zip(scores, ids, strict=True)]
+        validate_mode(mode)
+        allowed = None
+        if filters is not None and not filters.empty:
+            where, params = filters.sql()
+            allowed = version.filter_passage_ids(where, params)
+        depth = min(depth, max(version.manifest.passages, 1))
+        vectors = self._embedder.embed_queries(list(queries)) if mode != "keyword" else None
+        dense_scores, dense_ids = (
+            version.search_vectors(vectors, depth, allowed) if vectors is not None else (None, None)
+        )
+        out = []
+        for i, query in enumerate(queries):
+            if mode == "dense":
+                assert dense_scores is not None and dense_ids is not None
+                out.append(
+                    [
+                        _Candidate(int(p), float(s), float(s), None)
+                        for s, p in zip(dense_scores[i], dense_ids[i], strict=True)
+                        if p >= 0
+                    ]
+                )
+                continue
+            keyword = version.keyword
+            all_scores = keyword.scores(query)
+            kw_scores, kw_ids = keyword.top(all_scores, depth, allowed)
+            if mode == "keyword":
+                out.append(
+                    [_Candidate(int(p), float(s), None, float(s)) for s, p in zip(kw_scores, kw_ids, strict=True)]
+                )
+                continue
+            assert vectors is not None and dense_ids is not None and dense_scores is not None
+            ids = np.unique(np.concatenate([dense_ids[i][dense_ids[i] >= 0], kw_ids]))
+            if ids.size == 0:
+                out.append([])
+                continue
+            dense_exact = version.vectors_for(ids) @ vectors[i]
+            keyword_exact = keyword.scores_for(all_scores, ids)
+            fused = fuse(
+                dense_exact.astype(np.float64), keyword_exact.astype(np.float64), self._fusion, self._fusion_weight
+            )
+            out.append(
+                [
+                    _Candidate(int(ids[j]), float(fused.scores[j]), float(dense_exact[j]), float(keyword_exact[j]))
+                    for j in fused.order
+                ]
+            )
+        return out
 
-    def _hits(self, version: IndexVersion, scores: np.ndarray, ids: np.ndarray) -> list[SearchHit]:
-        keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i >= 0]
-        records = version.passages([i for _, i in keep])
-        return [_hit(rank, s, records[i]) for rank, (s, i) in enumerate(keep, start=1) if i in records]
+    def _dedupe(self, version: IndexVersion, candidates: list[_Candidate], k: int) -> list[_Candidate]:
+        """The first ``k`` candidates that are not near-duplicates (cosine >= DEDUPE_COSINE) of a kept one."""
+        kept: list[_Candidate] = []
+        kept_vectors: list[np.ndarray] = []
+        window = candidates[: max(2 * k, k + 20)]
+        vectors = version.vectors_for([c.passage_id for c in window]) if window else np.zeros((0, 1))
+        for c, v in zip(window, vectors, strict=True):
+            if kept_vectors and float(np.max(np.stack(kept_vectors) @ v)) >= DEDUPE_COSINE:
+                continue
+            kept.append(c)
+            kept_vectors.append(v)
+            if len(kept) == k:
+                break
+        return kept
 
-    def article(self, article_id: str) -> StoredArticle:
-        stored = self._version.article(article_id)
+    def article(self, article_id: str, *, version: IndexVersion | None = None) -> StoredArticle:
+        stored = (version or self._version).article(article_id)
         if stored is None:
             raise NotFoundError(f"no article with id {article_id!r}")
         return stored
+
+
+def _hit(rank: int, c: _Candidate, rec: PassageRecord, term_weights: dict[str, float] | None) -> SearchHit:
+    return SearchHit(
+        rank=rank,
+        score=c.score,
+        passage_id=rec.id,
+        article_id=rec.article_id,
+        title=rec.title,
+        url=rec.url,
+        paragraph=rec.paragraph,
+        last_paragraph=rec.last_paragraph,
+        start=rec.start,
+        end=rec.end,
+        text=rec.text,
+        published=rec.published,
+        source=rec.source,
+        tags=rec.tags,
+        dense_score=c.dense,
+        keyword_score=c.keyword,
+        highlights=highlight(rec.text, term_weights) if term_weights is not None else (),
+    )
 
 
 def _check_model_name(manifest: IndexManifest, model: str) -> None:

@@ -43,6 +43,7 @@ import numpy as np
 from .articles import Article
 from .chunking import Passage
 from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
+from .keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +389,22 @@ class IndexVersion:
         self._db_lock = threading.Lock()
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = _connect(db, readonly=True)
+        self._keyword: KeywordIndex | None = None
+        self._keyword_lock = threading.Lock()
+        if not (self.path / KEYWORD_DIR).is_dir():
+            raise IndexCorruptError(f"{self.path / KEYWORD_DIR} is missing")
+
+    @property
+    def keyword(self) -> KeywordIndex:
+        """The version's BM25 index, loaded on first use."""
+        if self._keyword is None:
+            with self._keyword_lock:
+                if self._keyword is None:
+                    try:
+                        self._keyword = KeywordIndex(self.path / KEYWORD_DIR)
+                    except (OSError, ValueError, KeyError) as exc:
+                        raise IndexCorruptError(f"cannot read {self.path / KEYWORD_DIR}: {exc}") from exc
+        return self._keyword
 
     @property
     def version_id(self) -> str:
@@ -438,10 +455,9 @@ class IndexVersion:
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
         """Stored vectors of the given passage ids (for reuse on reindex)."""
-        out = np.empty((len(ids), self.manifest.dim), dtype=np.float32)
-        for row, pid in enumerate(ids):
-            out[row] = self._index.reconstruct(int(pid))
-        return out
+        if len(ids) == 0:
+            return np.zeros((0, self.manifest.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, vectors)`` of every stored passage, in index order."""

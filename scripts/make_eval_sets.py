@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Build extra labelled retrieval sets in BEIR format (for scripts/ablation.py and ``semsearch eval``).
+
+- ``bbc-headlines``: each bbc-news headline is a query; its relevant document is the article body, indexed
+  *without* its headline (so the task is to recognise the story from its text, not to match the title).
+- ``sample-questions``: the paraphrased questions of examples/articles/QUESTIONS.md over the sample corpus;
+  written to share few words with the answers, so keyword matching is weak there.
+
+    python scripts/make_eval_sets.py [--out bench-results/eval-sets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BBC = ROOT.parent / "shared" / "datasets" / "bbc-news"
+
+
+def write_beir(
+    out: Path, corpus: list[dict[str, str]], queries: list[dict[str, str]], qrels: list[tuple[str, str]]
+) -> None:
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for doc in corpus:
+            fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for q in queries:
+            fh.write(json.dumps(q, ensure_ascii=False) + "\n")
+    with open(out / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, doc in qrels:
+            fh.write(f"{qid}\t{doc}\t1\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "eval-sets")
+    args = parser.parse_args()
+    from semsearch import Settings
+    from semsearch.articles import load_articles
+
+    if BBC.exists():
+        articles = load_articles([BBC], exclude=Settings().exclude).articles
+        write_beir(
+            args.out / "bbc-headlines",
+            [{"_id": a.id, "title": "", "text": a.text} for a in articles],
+            [{"_id": f"q{i}", "text": a.title} for i, a in enumerate(articles)],
+            [(f"q{i}", a.id) for i, a in enumerate(articles)],
+        )
+    else:
+        print("bbc-news not found: skipping bbc-headlines", file=sys.stderr)
+
+    sample = ROOT / "examples" / "articles"
+    articles = load_articles([sample], exclude=Settings().exclude).articles
+    text = (sample / "QUESTIONS.md").read_text(encoding="utf-8")
+    found = re.findall(r"^- (.+?)\n\s+- File: (\S+)(?: \(id (\S+)\))?", text, re.MULTILINE)
+    queries, qrels = [], []
+    for i, (question, file, record_id) in enumerate(found):
+        queries.append({"_id": f"s{i}", "text": question})
+        qrels.append((f"s{i}", record_id or file))
+    corpus = [{"_id": a.id, "title": a.title, "text": a.text} for a in articles]
+    write_beir(args.out / "sample-questions", corpus, queries, qrels)
+    print(json.dumps({"out": str(args.out), "sample_questions": len(queries)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
