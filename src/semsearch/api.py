@@ -29,6 +29,7 @@ from .search import DEFAULT_MODE, Searcher, validate_k, validate_mode, validate_
 log = logging.getLogger("semsearch.http")
 
 HTTP_MAX_K = 100
+MAX_CONTEXT_TOKENS = 32_768
 MAX_BATCH = 64
 
 bp = Blueprint("semsearch", __name__)
@@ -310,6 +311,23 @@ def search_batch() -> Response:
             ],
         }
     )
+
+
+@bp.post("/context")
+def context() -> Response:
+    """Retrieval for RAG: a numbered, cited block of passages within a token budget."""
+    started = time.perf_counter()
+    body = json_body({"query", "max_tokens", "k", "mode", "filters"})
+    if "query" not in body:
+        raise InvalidRequestError("query is required")
+    query = validate_query(body["query"])
+    max_tokens = validate_k(body.get("max_tokens", 512), MAX_CONTEXT_TOKENS, "max_tokens")
+    k = validate_k(body.get("k", 8), 50)
+    mode = validate_mode(body.get("mode", DEFAULT_MODE))
+    filters = SearchFilters.from_dict(body.get("filters"))
+    searcher = service().searcher()
+    ctx = searcher.context(query, max_tokens=max_tokens, k=k, mode=mode, filters=filters, version=searcher.version)
+    return jsonify({**ctx.to_dict(), "took_ms": round((time.perf_counter() - started) * 1000, 2)})
 
 
 @bp.get("/articles/<path:article_id>")

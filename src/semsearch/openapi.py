@@ -202,6 +202,58 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ContextRequest": {
+        "type": "object",
+        "required": ["query"],
+        "additionalProperties": False,
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768, "default": 512},
+            "k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 8},
+            "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
+            "filters": _ref("Filters"),
+        },
+    },
+    "Context": {
+        "type": "object",
+        "required": ["query", "text", "citations", "token_count", "max_tokens", "version", "took_ms"],
+        "properties": {
+            "query": {"type": "string"},
+            "text": {"type": "string", "description": "numbered passages: [n] Title (url): text"},
+            "citations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "number",
+                        "article_id",
+                        "title",
+                        "url",
+                        "paragraph",
+                        "last_paragraph",
+                        "start",
+                        "end",
+                        "passage_ids",
+                    ],
+                    "properties": {
+                        "number": {"type": "integer", "minimum": 1},
+                        "article_id": {"type": "string"},
+                        "title": {"type": "string"},
+                        "url": _NULLABLE_STR,
+                        "paragraph": {"type": "integer"},
+                        "last_paragraph": {"type": "integer"},
+                        "start": {"type": "integer"},
+                        "end": {"type": "integer"},
+                        "passage_ids": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+            },
+            "token_count": {"type": "integer", "minimum": 0},
+            "max_tokens": {"type": "integer"},
+            "version": _NULLABLE_STR,
+            "took_ms": {"type": "number"},
+        },
+    },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Ready": {
         "type": "object",
@@ -300,6 +352,17 @@ def openapi_spec() -> dict[str, Any]:
                         "200": _json(_ref("BatchResponse"), "One result list per query"),
                         **_errors(400, 413, 503),
                     },
+                }
+            },
+            "/context": {
+                "post": {
+                    "summary": "Retrieval for RAG: numbered, cited passages within a token budget",
+                    "operationId": "context",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ContextRequest")}},
+                    },
+                    "responses": {"200": _json(_ref("Context"), "The context block"), **_errors(400, 413, 503)},
                 }
             },
             "/articles/{article_id}": {

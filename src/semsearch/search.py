@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .filters import SearchFilters
 from .fusion import FUSIONS, fuse
 from .highlight import Highlight, highlight
 from .store import IndexLayout, IndexManifest, IndexVersion, PassageRecord, StoredArticle
+
+if TYPE_CHECKING:
+    from .context import Context
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 1000
@@ -396,11 +399,60 @@ class Searcher:
                 break
         return kept
 
+    def context(
+        self,
+        query: str,
+        *,
+        max_tokens: int = 512,
+        k: int = 8,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        tokenizer: Any = None,
+        version: IndexVersion | None = None,
+    ) -> Context:
+        """A prompt-ready, numbered and cited block of the best passages for ``query``, within ``max_tokens``.
+
+        ``tokenizer`` counts tokens as the consuming LLM does: a callable ``text -> int``, or any object with
+        ``encode`` (a Hugging Face tokenizer, tiktoken). Default: this index's embedding model's tokenizer.
+        """
+        from .context import assemble
+
+        validate_k(max_tokens, 100_000, "max_tokens")
+        version = version or self._version
+        hits = self.search(query, k=k, mode=mode, filters=filters, highlights=False, version=version)
+        texts: dict[str, str] = {}
+
+        def article_text(article_id: str) -> str:
+            if article_id not in texts:
+                texts[article_id] = self.article(article_id, version=version).article.text
+            return texts[article_id]
+
+        return assemble(query, hits, article_text, _token_counter(tokenizer, self._embedder), max_tokens,
+                        version.version_id)  # fmt: skip
+
     def article(self, article_id: str, *, version: IndexVersion | None = None) -> StoredArticle:
         stored = (version or self._version).article(article_id)
         if stored is None:
             raise NotFoundError(f"no article with id {article_id!r}")
         return stored
+
+
+def _token_counter(tokenizer: Any, embedder: Embedder) -> Callable[[str], int]:
+    if tokenizer is None:
+        overhead = embedder.count_tokens([""])[0]  # the model's special tokens are not part of a prompt
+        return lambda text: embedder.count_tokens([text])[0] - overhead
+    if callable(tokenizer) and not hasattr(tokenizer, "encode"):
+        return tokenizer  # type: ignore[no-any-return]
+    if hasattr(tokenizer, "encode"):
+
+        def count(text: str) -> int:
+            try:
+                return len(tokenizer.encode(text, add_special_tokens=False))
+            except TypeError:  # tiktoken-style encode(text)
+                return len(tokenizer.encode(text))
+
+        return count
+    raise InvalidRequestError("tokenizer must be a callable text -> int or have an encode() method")
 
 
 def _hit(rank: int, c: _Candidate, rec: PassageRecord, term_weights: dict[str, float] | None) -> SearchHit:
