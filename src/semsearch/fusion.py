@@ -23,7 +23,7 @@ FUSIONS = ("adaptive", "zscore", "rrf")
 RRF_K = 60.0
 ZSCORE_KEYWORD_WEIGHT = 0.3
 """Fixed keyword weight of the ``zscore`` method (documented in docs/quality.md)."""
-ADAPTIVE_MAX_KEYWORD_WEIGHT = 0.5
+ADAPTIVE_MAX_KEYWORD_WEIGHT = 0.7
 """Cap on the adaptive keyword weight: dense stays at least an equal partner."""
 
 
