@@ -5,6 +5,9 @@
   *without* its headline (so the task is to recognise the story from its text, not to match the title).
 - ``sample-questions``: the paraphrased questions of examples/articles/QUESTIONS.md over the sample corpus;
   written to share few words with the answers, so keyword matching is weak there.
+- ``sample-passages``: the same questions at *passage* level: every passage of the sample corpus (as the default
+  chunking cuts it) is a document, and the relevant one is the passage that holds the answer sentence. This is
+  the RAG case: finding the article is not enough, the answer paragraph has to rank first.
 
     python scripts/make_eval_sets.py [--out bench-results/eval-sets]
 """
@@ -41,8 +44,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "eval-sets")
     args = parser.parse_args()
-    from semsearch import Settings
+    from semsearch import ChunkSettings, Settings
     from semsearch.articles import load_articles
+    from semsearch.chunking import chunk_article
+    from semsearch.embedding import load_embedder
 
     if BBC.exists():
         articles = load_articles([BBC], exclude=Settings().exclude).articles
@@ -65,7 +70,23 @@ def main() -> int:
         qrels.append((f"s{i}", record_id or file))
     corpus = [{"_id": a.id, "title": a.title, "text": a.text} for a in articles]
     write_beir(args.out / "sample-questions", corpus, queries, qrels)
-    print(json.dumps({"out": str(args.out), "sample_questions": len(queries)}))
+
+    answers = re.findall(r"^\s+- Answer: \"(.+?)\"$", text, re.MULTILINE)
+    if len(answers) != len(found):
+        raise SystemExit("QUESTIONS.md: every question needs a File and an Answer line")
+    embedder = load_embedder(Settings())  # its tokenizer cuts the passages exactly as the index does
+    passages = [
+        (a, p) for a in articles for p in chunk_article(a, ChunkSettings(), embedder.count_tokens, embedder.max_tokens)
+    ]
+    corpus = [{"_id": f"{a.id}#{p.ordinal}", "title": a.title, "text": p.text} for a, p in passages]
+    passage_qrels = []
+    for (qid, _), answer in zip(qrels, answers, strict=True):
+        holding = [f"{a.id}#{p.ordinal}" for a, p in passages if answer in p.text]
+        if len(holding) != 1:
+            raise SystemExit(f"answer of {qid} is in {len(holding)} passages, expected 1: {answer[:60]}")
+        passage_qrels.append((qid, holding[0]))
+    write_beir(args.out / "sample-passages", corpus, queries, passage_qrels)
+    print(json.dumps({"out": str(args.out), "sample_questions": len(queries), "sample_passages": len(corpus)}))
     return 0
 
 

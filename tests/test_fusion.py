@@ -5,8 +5,11 @@ import pytest
 
 from semsearch.fusion import (
     ADAPTIVE_MAX_KEYWORD_WEIGHT,
+    COVERAGE_FLOOR,
+    COVERAGE_FULL,
     RRF_K,
     adaptive_keyword_weight,
+    coverage_gate,
     fuse,
     peakedness,
     standardise,
@@ -75,3 +78,27 @@ def test_fuse_rejects_mismatched_inputs_and_unknown_methods() -> None:
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse(np.zeros(2), np.zeros(2), "max")
     assert fuse(np.zeros(0), np.zeros(0)).order.size == 0
+
+
+def test_coverage_gate_is_zero_below_the_floor_one_above_full_and_linear_between() -> None:
+    assert coverage_gate(None) == 1.0
+    assert coverage_gate(0.0) == 0.0 and coverage_gate(COVERAGE_FLOOR) == 0.0
+    assert coverage_gate(COVERAGE_FULL) == 1.0 and coverage_gate(0.99) == 1.0
+    middle = (COVERAGE_FLOOR + COVERAGE_FULL) / 2
+    assert coverage_gate(middle) == pytest.approx(0.5)
+
+
+def test_adaptive_keyword_weight_is_scaled_by_the_coverage_gate() -> None:
+    dense = np.array([0.50, 0.55, 0.30, 0.20, 0.25])
+    keyword = np.array([8.0, 1.0, 0.5, 0.0, 0.2])  # keyword is sure of candidate 0; dense prefers 1
+    peaked_only = adaptive_keyword_weight(dense, keyword)
+    assert peaked_only > 0.3
+    full = fuse(dense, keyword, "adaptive", coverage=0.9)
+    assert full.keyword_weight == pytest.approx(peaked_only) and full.order[0] == 0
+    half = fuse(dense, keyword, "adaptive", coverage=(COVERAGE_FLOOR + COVERAGE_FULL) / 2)
+    assert half.keyword_weight == pytest.approx(peaked_only / 2)
+    # A keyword match that covers little of the query (a paraphrase): dense order, untouched.
+    low = fuse(dense, keyword, "adaptive", coverage=COVERAGE_FLOOR / 2)
+    assert low.keyword_weight == 0.0 and low.order.tolist() == [1, 0, 2, 4, 3]
+    # Fixed-weight fusions ignore coverage.
+    assert fuse(dense, keyword, "zscore", 0.3, coverage=0.0).keyword_weight == 0.3

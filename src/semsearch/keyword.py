@@ -95,6 +95,21 @@ class KeywordIndex:
             weights[term] = float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
         return weights
 
+    def coverage(self, query: str, best_score: float) -> float:
+        """How much of ``query`` a passage scoring ``best_score`` covers: that score as a share of the query's
+        attainable maximum, the sum of its analysed terms' IDF (the BM25 term score tends to the IDF as the term
+        frequency grows). A term the index has never seen counts at the highest IDF (a document frequency of 0):
+        no passage can match it, which is what makes keyword matching weak on a paraphrase. 0 for a query with
+        no analysed terms."""
+        terms = tokenize([query])[0]
+        if not terms or self._model is None or best_score <= 0:
+            return 0.0
+        n = float(self._model.scores["num_docs"])
+        unseen = float(np.log(1.0 + (n + 0.5) / 0.5))
+        weights = self.term_weights(query)
+        total = sum(weights.get(t, unseen) for t in terms)
+        return float(min(best_score / total, 1.0)) if total > 0 else 0.0
+
     def rows_for(self, passage_ids: np.ndarray) -> np.ndarray:
         return np.array([self._row_of[int(p)] for p in passage_ids if int(p) in self._row_of], dtype=np.int64)
 

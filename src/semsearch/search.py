@@ -373,8 +373,13 @@ class Searcher:
                 continue
             dense_exact = version.vectors_for(ids) @ vectors[i]
             keyword_exact = keyword.scores_for(all_scores, ids)
+            coverage = keyword.coverage(query, float(keyword_exact.max()))
             fused = fuse(
-                dense_exact.astype(np.float64), keyword_exact.astype(np.float64), self._fusion, self._fusion_weight
+                dense_exact.astype(np.float64),
+                keyword_exact.astype(np.float64),
+                self._fusion,
+                self._fusion_weight,
+                coverage,
             )
             out.append(
                 [

@@ -53,7 +53,7 @@ def test_sample_corpus_questions_find_their_answer_paragraph(sample_searcher: Se
     assert len(questions) >= 10
     ranks = []
     for question, file, answer in questions:
-        hits = sample_searcher.search(question, k=10, mode="dense")  # the model's own ranking
+        hits = sample_searcher.search(question, k=10)  # the default hybrid
         article_id = "briefs.jsonl" if file.startswith("briefs.jsonl") else file
         if article_id != "briefs.jsonl":
             assert hits[0].article_id == article_id, (question, [h.article_id for h in hits[:3]])

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semsearch.keyword import KeywordIndex, build_keyword_index, tokenize
+
+TEXTS = [
+    "Volcano erupts near the harbour town",
+    "The harbour reopens after the storm",
+    "Council approves the new library budget",
+    "Library opening hours extended for exams",
+]
+
+
+@pytest.fixture
+def keyword_index(tmp_path: Path) -> KeywordIndex:
+    build_keyword_index(np.arange(10, 10 + len(TEXTS)), TEXTS, tmp_path / "kw")
+    return KeywordIndex(tmp_path / "kw")
+
+
+def _idf(df: int, n: int = len(TEXTS)) -> float:
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def test_term_weights_are_bm25_idf(keyword_index: KeywordIndex) -> None:
+    weights = keyword_index.term_weights("volcano harbour")
+    assert weights == pytest.approx({"volcano": _idf(1), "harbour": _idf(2)})
+
+
+def test_coverage_is_the_best_score_over_the_querys_idf_mass(keyword_index: KeywordIndex) -> None:
+    query = "volcano harbour"
+    best = float(keyword_index.scores(query).max())
+    expected = best / (_idf(1) + _idf(2))
+    assert keyword_index.coverage(query, best) == pytest.approx(expected)
+    assert 0.0 < expected < 1.0
+
+
+def test_coverage_counts_unseen_terms_at_the_highest_idf(keyword_index: KeywordIndex) -> None:
+    # A word no passage uses can never be matched: it lowers coverage (the paraphrase case).
+    query = "volcano harbour magma"
+    assert "magma" in tokenize([query])[0]
+    best = float(keyword_index.scores(query).max())
+    assert best == pytest.approx(float(keyword_index.scores("volcano harbour").max()))
+    expected = best / (_idf(1) + _idf(2) + _idf(0))
+    assert keyword_index.coverage(query, best) == pytest.approx(expected)
+    assert keyword_index.coverage(query, best) < keyword_index.coverage("volcano harbour", best)
+
+
+def test_coverage_is_zero_without_terms_or_matches(keyword_index: KeywordIndex) -> None:
+    assert keyword_index.coverage("the of and", 1.0) == 0.0  # stopwords only
+    assert keyword_index.coverage("volcano", 0.0) == 0.0
