@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from semsearch import Settings, indexing, reindex, store
+from semsearch import Settings, indexing, layout, reindex
 
 from .conftest import FakeEmbedder
 
@@ -45,13 +45,13 @@ def main() -> None:
         indexing.build_keyword_index = slow_build
     elif stage == "before-switch":
         # The new version is complete and renamed into versions/, but CURRENT still names the old one.
-        original_publish = store.IndexLayout.publish
+        original_publish = layout.IndexLayout.publish
 
         def slow_publish(self, version_id, action="publish"):  # type: ignore[no-untyped-def]
             pause(marker)
             return original_publish(self, version_id, action)
 
-        store.IndexLayout.publish = slow_publish  # type: ignore[method-assign]
+        layout.IndexLayout.publish = slow_publish  # type: ignore[method-assign]
     marker.with_suffix(".started").write_text("started")
     reindex([corpus], index_dir, Settings(precision="fp32"), embedder=embedder)
 

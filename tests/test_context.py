@@ -15,7 +15,8 @@ from semsearch import Article, Index, Searcher, Settings, build_index
 from semsearch.api import create_app
 from semsearch.client import SearchClient, SearchHTTPError, SearchTimeout, SearchUnavailable
 from semsearch.errors import InvalidRequestError
-from semsearch.store import IndexLayout, IndexVersion
+from semsearch.layout import IndexLayout
+from semsearch.store import IndexVersion
 
 from .conftest import FakeEmbedder
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from semsearch import Searcher, Settings, build_index, reindex
-from semsearch.store import IndexLayout
+from semsearch.layout import IndexLayout
 
 from .conftest import ROOT
 

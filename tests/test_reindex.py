@@ -9,7 +9,7 @@ from semsearch import Article, Index, Searcher, Settings, reindex, rollback
 from semsearch.cli import main
 from semsearch.config import ChunkSettings
 from semsearch.errors import IndexLockedError, InvalidRequestError
-from semsearch.store import IndexLayout
+from semsearch.layout import IndexLayout
 
 from .conftest import FakeEmbedder
 

@@ -11,7 +11,8 @@ from werkzeug.serving import make_server
 
 from semsearch import Settings, build_index
 from semsearch.api import create_app
-from semsearch.store import IndexLayout, IndexVersion
+from semsearch.layout import IndexLayout
+from semsearch.store import IndexVersion
 
 
 def test_reindex_during_load_fails_no_request(corpus_dir: Path, settings: Settings, fake_embedder) -> None:

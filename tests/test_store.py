@@ -8,7 +8,8 @@ import pytest
 
 from semsearch import Searcher, Settings, build_index
 from semsearch.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from semsearch.store import FORMAT_VERSION, IndexLayout, IndexVersion, atomic_write_text
+from semsearch.layout import FORMAT_VERSION, IndexLayout, atomic_write_text
+from semsearch.store import IndexVersion
 
 from .conftest import FakeEmbedder
 

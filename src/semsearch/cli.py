@@ -187,7 +187,8 @@ def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str,
 @_fail_cleanly
 def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
     """Describe the published index: version, model, counts, build time."""
-    from .store import IndexLayout, read_manifest
+    from .layout import IndexLayout
+    from .store import read_manifest
 
     settings = _settings(ctx, index_dir=index_dir)
     layout = IndexLayout(settings.index_dir)

@@ -23,7 +23,9 @@ from .config import DEFAULT_MODEL, Settings
 from .embedding import Embedder, load_embedder, resolve_model
 from .errors import InvalidRequestError
 from .keyword import build_keyword_index
-from .store import IndexLayout, IndexVersion, VersionWriter, embed_hash
+from .layout import IndexLayout
+from .store import IndexVersion, embed_hash
+from .writer import VersionWriter
 
 log = logging.getLogger(__name__)
 

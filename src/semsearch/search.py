@@ -21,7 +21,8 @@ from .errors import IndexMismatchError, InvalidRequestError, NotFoundError
 from .filters import SearchFilters
 from .fusion import FUSIONS, fuse
 from .highlight import Highlight, highlight
-from .store import IndexLayout, IndexManifest, IndexVersion, PassageRecord, StoredArticle
+from .layout import IndexLayout
+from .store import IndexManifest, IndexVersion, PassageRecord, StoredArticle
 
 if TYPE_CHECKING:
     from .context import Context

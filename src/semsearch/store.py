@@ -1,39 +1,15 @@
-"""The index on disk. The only module that imports faiss.
-
-Layout of an index directory::
-
-    index/
-      CURRENT                 the published version id (replaced atomically with os.replace)
-      HISTORY                 one line per publish or rollback: time, action, version id
-      .lock                   writer lock (flock); readers never take it
-      versions/<version-id>/  one complete, immutable version:
-          manifest.json       format version, model id, dimension, chunking settings, counts, build time
-          vectors.faiss       IndexIDMap2(IndexFlatIP): int64 passage ids, inner product on unit vectors
-          meta.sqlite         articles and passages (text, offsets, metadata)
-          keyword/            the keyword (BM25) index, when built
-      staging/<version-id>/   a version being written; never read; removed by the next writer if left over
-
-A version is built entirely in ``staging/``, fsynced, renamed into ``versions/`` and only then named in
-``CURRENT``, so a reader sees either the old complete version or the new complete one, and a crash at any point
-leaves the published version untouched.
-"""
+"""Reading a published index version (vectors, metadata, keyword index) and its records. With
+:mod:`semsearch.writer`, the only modules that import faiss. The directory layout is :mod:`semsearch.layout`."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
-import secrets
-import shutil
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,54 +17,11 @@ import faiss
 import numpy as np
 
 from .articles import Article
-from .chunking import Passage
-from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
+from .errors import IndexCorruptError, IndexNotFoundError
 from .keyword import KeywordIndex
+from .layout import FORMAT_VERSION, KEYWORD_DIR, MANIFEST, META_DB, VECTORS
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-_HISTORY_LINES = 1000
-MANIFEST = "manifest.json"
-VECTORS = "vectors.faiss"
-META_DB = "meta.sqlite"
-KEYWORD_DIR = "keyword"
-
-_SCHEMA = """
-CREATE TABLE articles (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    text TEXT NOT NULL,
-    url TEXT,
-    published TEXT,
-    source TEXT,
-    tags TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    path TEXT,
-    content_hash TEXT NOT NULL
-);
-CREATE TABLE passages (
-    id INTEGER PRIMARY KEY,
-    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    ordinal INTEGER NOT NULL,
-    paragraph INTEGER NOT NULL,
-    last_paragraph INTEGER NOT NULL,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    embed_text TEXT NOT NULL,
-    embed_hash TEXT NOT NULL
-);
-CREATE INDEX passages_by_article ON passages(article_id, ordinal);
-CREATE INDEX passages_by_embed_hash ON passages(embed_hash);
-CREATE TABLE article_tags (
-    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    tag TEXT NOT NULL
-);
-CREATE INDEX article_tags_by_tag ON article_tags(tag);
-CREATE INDEX articles_by_source ON articles(source);
-CREATE INDEX articles_by_published ON articles(published);
-"""
 
 
 @dataclass(frozen=True)
@@ -152,158 +85,6 @@ class StoredArticle:
     passages: tuple[PassageRecord, ...]
 
 
-def new_version_id() -> str:
-    """Sortable by creation time, unique across concurrent writers."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-class IndexLayout:
-    """Paths and pointer operations of one index directory."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self.versions_dir = self.root / "versions"
-        self.staging_dir = self.root / "staging"
-        self.current_file = self.root / "CURRENT"
-        self.lock_file = self.root / ".lock"
-        self.history_file = self.root / "HISTORY"
-
-    def current_version(self) -> str | None:
-        try:
-            value = self.current_file.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        return value or None
-
-    def version_path(self, version_id: str) -> Path:
-        return self.versions_dir / version_id
-
-    def versions(self) -> list[str]:
-        """Published versions, oldest first."""
-        if not self.versions_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).is_file())
-
-    def current_path(self) -> Path:
-        version = self.current_version()
-        if version is None:
-            raise IndexNotFoundError(
-                f"no index at {self.root} (build one with 'semsearch index SOURCE --index-dir {self.root}')"
-            )
-        path = self.version_path(version)
-        if not (path / MANIFEST).is_file():
-            raise IndexCorruptError(f"{self.current_file} names version {version!r}, which is missing")
-        return path
-
-    def history(self) -> list[str]:
-        """Published version ids, oldest first (a version appears again when rolled back to)."""
-        try:
-            lines = self.history_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        return [line.split()[-1] for line in lines if line.strip()]
-
-    def publish(self, version_id: str, action: str = "publish") -> None:
-        """Make ``version_id`` current: one atomic rename of the pointer file, then record it in the history.
-
-        A crash between the two leaves a current version missing from the history; :meth:`prune` never removes
-        the current version, so nothing is lost.
-        """
-        atomic_write_text(self.current_file, version_id + "\n")
-        entries = self.history_file.read_text(encoding="utf-8").splitlines() if self.history_file.exists() else []
-        entries.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {action} {version_id}")
-        atomic_write_text(self.history_file, "\n".join(entries[-_HISTORY_LINES:]) + "\n")
-
-    def previous_version(self) -> str | None:
-        """The version published before the current one that still exists on disk (the rollback target)."""
-        current = self.current_version()
-        history = self.history()
-        if current in history:
-            history = history[: len(history) - 1 - history[::-1].index(current)]
-        for version in reversed(history):
-            if version != current and (self.version_path(version) / MANIFEST).is_file():
-                return version
-        return None
-
-    def prune(self, keep: int) -> list[str]:
-        """Keep the current version and the last ``keep`` published ones; delete the rest, including versions
-        that were written but never published (a writer killed before the switch). Call with the lock held."""
-        current = self.current_version()
-        recent: list[str] = []
-        for version in reversed(self.history()):
-            if version not in recent:
-                recent.append(version)
-            if len(recent) >= keep:
-                break
-        wanted = set(recent) | ({current} if current else set())
-        doomed = [v for v in self.all_version_dirs() if v not in wanted]
-        for version in doomed:
-            shutil.rmtree(self.version_path(version), ignore_errors=True)
-        return doomed
-
-    def all_version_dirs(self) -> list[str]:
-        if not self.versions_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir())
-
-    def clean_staging(self) -> list[str]:
-        """Remove versions left half-written by a crashed writer. Call with the lock held."""
-        if not self.staging_dir.is_dir():
-            return []
-        removed = []
-        for path in self.staging_dir.iterdir():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-        return removed
-
-    @contextlib.contextmanager
-    def writer_lock(self, wait: bool = False, timeout: float | None = None) -> Iterator[None]:
-        """Exclusive lock for writers. ``wait=False`` fails at once with :class:`IndexLockedError`."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if not wait or (deadline is not None and time.monotonic() >= deadline):
-                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                        raise IndexLockedError(
-                            f"index {self.root} is being written by {holder}; try again when it finishes"
-                        ) from None
-                    time.sleep(0.1)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)  # closing the descriptor releases the flock
-
-
 def read_manifest(version_path: Path) -> IndexManifest:
     try:
         data = json.loads((version_path / MANIFEST).read_text(encoding="utf-8"))
@@ -316,7 +97,7 @@ def read_manifest(version_path: Path) -> IndexManifest:
     return IndexManifest.from_dict(data)
 
 
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+def connect_db(path: Path, *, readonly: bool) -> sqlite3.Connection:
     if readonly:
         # immutable=1: a published version never changes, so SQLite needs no locks (safe across fork too).
         conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
@@ -388,7 +169,7 @@ class IndexVersion:
             raise IndexCorruptError(f"{db} is missing")
         self._db_lock = threading.Lock()
         self._pid = os.getpid()
-        self._conn: sqlite3.Connection | None = _connect(db, readonly=True)
+        self._conn: sqlite3.Connection | None = connect_db(db, readonly=True)
         self._keyword: KeywordIndex | None = None
         self._keyword_lock = threading.Lock()
         if not (self.path / KEYWORD_DIR).is_dir():
@@ -421,7 +202,7 @@ class IndexVersion:
             if self._conn is None:
                 raise IndexNotFoundError("index version is closed")
             if os.getpid() != self._pid:  # forked (e.g. a preloaded gunicorn worker): own connection
-                self._conn = _connect(self.path / META_DB, readonly=True)
+                self._conn = connect_db(self.path / META_DB, readonly=True)
                 self._pid = os.getpid()
             return self._conn.execute(sql, params).fetchall()
 
@@ -507,154 +288,6 @@ class IndexVersion:
         """Ids of passages whose article matches a SQL condition on ``a`` (articles) built by the searcher."""
         rows = self._query(f"SELECT p.id FROM passages p JOIN articles a ON a.id = p.article_id WHERE {where}", params)
         return np.array([r[0] for r in rows], dtype=np.int64)
-
-
-class VersionWriter:
-    """Writes one new version in ``staging/`` and publishes it. Use under :meth:`IndexLayout.writer_lock`.
-
-    Start empty (full build) or from a base version (incremental): the base's metadata database is copied and
-    its vectors are carried over, then articles are deleted and added.
-    """
-
-    def __init__(self, layout: IndexLayout, dim: int, base: IndexVersion | None = None) -> None:
-        self.layout = layout
-        self.dim = dim
-        self.version_id = new_version_id()
-        self.path = layout.staging_dir / self.version_id
-        self.path.mkdir(parents=True)
-        self.base = base
-        db = self.path / META_DB
-        if base is not None:
-            shutil.copyfile(base.path / META_DB, db)
-            self._conn = _connect(db, readonly=False)
-            base_ids, base_vectors = base.all_vectors()
-            self._ids = [base_ids]
-            self._vectors = [np.array(base_vectors, dtype=np.float32)]
-        else:
-            self._conn = _connect(db, readonly=False)
-            self._conn.executescript(_SCHEMA)
-            self._ids = []
-            self._vectors = []
-        self._removed: set[int] = set()
-        row = self._conn.execute("SELECT coalesce(max(id), -1) FROM passages").fetchone()
-        self._next_id = int(row[0]) + 1
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        return self._conn
-
-    def delete_articles(self, article_ids: Iterable[str]) -> int:
-        """Remove articles and their passages; returns the number of passages removed."""
-        removed = 0
-        for article_id in article_ids:
-            ids = [r[0] for r in self._conn.execute("SELECT id FROM passages WHERE article_id = ?", [article_id])]
-            self._removed.update(ids)
-            removed += len(ids)
-            self._conn.execute("DELETE FROM passages WHERE article_id = ?", [article_id])
-            self._conn.execute("DELETE FROM article_tags WHERE article_id = ?", [article_id])
-            self._conn.execute("DELETE FROM articles WHERE id = ?", [article_id])
-        return removed
-
-    def add_article(self, article: Article, passages: Sequence[Passage], vectors: np.ndarray) -> list[int]:
-        """Insert an article with its passages and their vectors; returns the new passage ids."""
-        if vectors.shape != (len(passages), self.dim):
-            raise ValueError(f"expected vectors of shape {(len(passages), self.dim)}, got {vectors.shape}")
-        self._conn.execute(
-            "INSERT INTO articles (id, title, text, url, published, source, tags, metadata, path, content_hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                article.id,
-                article.title,
-                article.text,
-                article.url,
-                article.published,
-                article.source,
-                json.dumps(list(article.tags), ensure_ascii=False),
-                json.dumps(dict(article.metadata), ensure_ascii=False, default=str),
-                article.path,
-                article.content_hash,
-            ],
-        )
-        self._conn.executemany(
-            "INSERT INTO article_tags (article_id, tag) VALUES (?, ?)",
-            [(article.id, t) for t in article.tags],
-        )
-        ids = list(range(self._next_id, self._next_id + len(passages)))
-        self._next_id += len(passages)
-        self._conn.executemany(
-            'INSERT INTO passages (id, article_id, ordinal, paragraph, last_paragraph, start, "end", text,'
-            " embed_text, embed_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (pid, article.id, p.ordinal, p.paragraph, p.last_paragraph, p.start, p.end, p.text, p.embed_text,
-                 embed_hash(p.embed_text))
-                for pid, p in zip(ids, passages, strict=True)
-            ],
-        )  # fmt: skip
-        if passages:
-            self._ids.append(np.array(ids, dtype=np.int64))
-            self._vectors.append(np.ascontiguousarray(vectors, dtype=np.float32))
-        return ids
-
-    def counts(self) -> tuple[int, int]:
-        articles = self._conn.execute("SELECT count(*) FROM articles").fetchone()[0]
-        passages = self._conn.execute("SELECT count(*) FROM passages").fetchone()[0]
-        return int(articles), int(passages)
-
-    def passage_texts(self) -> tuple[np.ndarray, list[str]]:
-        """Ids and embedded texts (title context included) of every passage, for the keyword index."""
-        rows = self._conn.execute("SELECT id, embed_text FROM passages ORDER BY id").fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
-
-    @property
-    def keyword_dir(self) -> Path:
-        return self.path / KEYWORD_DIR
-
-    def _write_vectors(self) -> None:
-        ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64)
-        vectors = np.concatenate(self._vectors) if self._vectors else np.zeros((0, self.dim), dtype=np.float32)
-        if self._removed:
-            keep = ~np.isin(ids, np.fromiter(self._removed, dtype=np.int64))
-            ids, vectors = ids[keep], vectors[keep]
-        order = np.argsort(ids, kind="stable")
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vectors[order]), np.ascontiguousarray(ids[order]))
-        faiss.write_index(index, str(self.path / VECTORS))
-
-    def commit(self, manifest_fields: dict[str, Any]) -> IndexManifest:
-        """Finish the files in staging and move the version into ``versions/``. Does not publish it."""
-        self._conn.commit()
-        articles, passages = self.counts()
-        self._conn.execute("PRAGMA journal_mode = DELETE")
-        self._conn.close()
-        self._write_vectors()
-        manifest = IndexManifest(
-            format_version=FORMAT_VERSION,
-            version_id=self.version_id,
-            dim=self.dim,
-            articles=articles,
-            passages=passages,
-            built_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            parent_version=self.base.version_id if self.base is not None else None,
-            **manifest_fields,
-        )
-        (self.path / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
-        for item in self.path.rglob("*"):
-            if item.is_file():
-                with open(item, "rb") as fh:
-                    os.fsync(fh.fileno())
-        _fsync_dir(self.path)
-        self.layout.versions_dir.mkdir(parents=True, exist_ok=True)
-        final = self.layout.version_path(self.version_id)
-        os.rename(self.path, final)
-        _fsync_dir(self.layout.versions_dir)
-        self.path = final
-        return manifest
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._conn.close()
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def embed_hash(text: str) -> str:
