@@ -3,7 +3,7 @@
 
 On SciFact: dense / keyword / hybrid (each fusion setting), with and without title context, at two chunk sizes
 (the model window of 256 word pieces, and 128). On the extra sets from scripts/make_eval_sets.py (bbc-headlines,
-sample-questions, sample-passages): every mode and fusion at the default chunking. Each index is built once per
+bbc-passages, sample-questions, sample-passages): every mode and fusion at the default chunking. Each index is built once per
 chunking configuration (kept under bench-results/ablation/ so reruns are incremental), query embeddings are
 computed once, and every row runs through the real Searcher at document level, as ``semsearch eval`` scores.
 Prints one JSON object: the rows plus, per dataset, whether the default (hybrid/adaptive) is within 1% of the
@@ -11,7 +11,7 @@ better of dense and keyword.
 
 The fusion settings compared are the handful documented in docs/quality.md; nothing is fitted to the queries.
 
-    python scripts/ablation.py [--quick] [--sets scifact,bbc-headlines,sample-questions,sample-passages]
+    python scripts/ablation.py [--quick] [--sets scifact,bbc-headlines,bbc-passages,sample-questions,sample-passages]
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="default chunking only")
-    parser.add_argument("--sets", default="scifact,bbc-headlines,sample-questions,sample-passages")
+    parser.add_argument("--sets", default="scifact,bbc-headlines,bbc-passages,sample-questions,sample-passages")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "ablation.json")
     args = parser.parse_args()
     from semsearch import ChunkSettings, Settings

@@ -8,6 +8,9 @@
 - ``sample-passages``: the same questions at *passage* level: every passage of the sample corpus (as the default
   chunking cuts it) is a document, and the relevant one is the passage that holds the answer sentence. This is
   the RAG case: finding the article is not enough, the answer paragraph has to rank first.
+- ``bbc-passages``: the same at scale: 60 questions (scripts/data/bbc_passage_questions.jsonl, 12 per bbc-news
+  section, mostly not about the lede) over every passage of bbc-news (about 9,400). The questions paraphrase
+  their answer paragraph the way a reader who has not seen it would ask; about half name a well-known entity.
 
     python scripts/make_eval_sets.py [--out bench-results/eval-sets]
 """
@@ -19,9 +22,11 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BBC = ROOT.parent / "shared" / "datasets" / "bbc-news"
+BBC_QUESTIONS = ROOT / "scripts" / "data" / "bbc_passage_questions.jsonl"
 
 
 def write_beir(
@@ -40,13 +45,41 @@ def write_beir(
             fh.write(f"{qid}\t{doc}\t1\n")
 
 
+def write_passage_set(
+    out: Path,
+    articles: list[Any],
+    queries: list[dict[str, str]],
+    labelled: list[tuple[str, Any, str]],
+    embedder: Any,
+) -> None:
+    """A passage-level set: every passage of ``articles`` (as the default chunking cuts it) is a document titled
+    with its article's headline; a query's relevant documents are the passages that overlap its answer text
+    (one, or two when a long paragraph was split inside the answer)."""
+    from semsearch import ChunkSettings
+    from semsearch.chunking import chunk_article
+
+    passages = {a.id: chunk_article(a, ChunkSettings(), embedder.count_tokens, embedder.max_tokens) for a in articles}
+    corpus = [
+        {"_id": f"{a.id}#{p.ordinal}", "title": a.title, "text": p.text} for a in articles for p in passages[a.id]
+    ]
+    qrels = []
+    for qid, article, answer in labelled:
+        at = article.text.find(answer)
+        if at < 0 or article.text.find(answer, at + 1) >= 0:
+            raise SystemExit(f"{qid}: the answer must occur exactly once in {article.id}: {answer[:60]}")
+        holding = [p for p in passages[article.id] if p.start < at + len(answer) and at < p.end]
+        if not holding:
+            raise SystemExit(f"{qid}: the answer is in no indexed passage of {article.id} (boilerplate?)")
+        qrels.extend((qid, f"{article.id}#{p.ordinal}") for p in holding)
+    write_beir(out, corpus, queries, qrels)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "eval-sets")
     args = parser.parse_args()
-    from semsearch import ChunkSettings, Settings
+    from semsearch import Settings
     from semsearch.articles import load_articles
-    from semsearch.chunking import chunk_article
     from semsearch.embedding import load_embedder
 
     if BBC.exists():
@@ -75,18 +108,19 @@ def main() -> int:
     if len(answers) != len(found):
         raise SystemExit("QUESTIONS.md: every question needs a File and an Answer line")
     embedder = load_embedder(Settings())  # its tokenizer cuts the passages exactly as the index does
-    passages = [
-        (a, p) for a in articles for p in chunk_article(a, ChunkSettings(), embedder.count_tokens, embedder.max_tokens)
-    ]
-    corpus = [{"_id": f"{a.id}#{p.ordinal}", "title": a.title, "text": p.text} for a, p in passages]
-    passage_qrels = []
-    for (qid, _), answer in zip(qrels, answers, strict=True):
-        holding = [f"{a.id}#{p.ordinal}" for a, p in passages if answer in p.text]
-        if len(holding) != 1:
-            raise SystemExit(f"answer of {qid} is in {len(holding)} passages, expected 1: {answer[:60]}")
-        passage_qrels.append((qid, holding[0]))
-    write_beir(args.out / "sample-passages", corpus, queries, passage_qrels)
-    print(json.dumps({"out": str(args.out), "sample_questions": len(queries), "sample_passages": len(corpus)}))
+    by_id = {a.id: a for a in articles}
+    labelled = [(qid, by_id[doc], answer) for (qid, doc), answer in zip(qrels, answers, strict=True)]
+    write_passage_set(args.out / "sample-passages", articles, queries, labelled, embedder)
+    counts = {"sample_questions": len(queries)}
+
+    if BBC.exists():
+        bbc = {a.id: a for a in load_articles([BBC], exclude=Settings().exclude).articles}
+        questions = [json.loads(line) for line in BBC_QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
+        queries = [{"_id": q["id"], "text": q["question"]} for q in questions]
+        labelled = [(q["id"], bbc[q["file"]], q["answer"]) for q in questions]
+        write_passage_set(args.out / "bbc-passages", list(bbc.values()), queries, labelled, embedder)
+        counts["bbc_passages"] = len(queries)
+    print(json.dumps({"out": str(args.out), **counts}))
     return 0
 
 
