@@ -53,3 +53,20 @@ def test_coverage_counts_unseen_terms_at_the_highest_idf(keyword_index: KeywordI
 def test_coverage_is_zero_without_terms_or_matches(keyword_index: KeywordIndex) -> None:
     assert keyword_index.coverage("the of and", 1.0) == 0.0  # stopwords only
     assert keyword_index.coverage("volcano", 0.0) == 0.0
+
+
+def test_analyse_matches_the_bm25s_analysis_of_indexed_passages() -> None:
+    import bm25s
+    import Stemmer
+    from bm25s.stopwords import STOPWORDS_EN
+
+    from semsearch.keyword import analyse
+
+    from .conftest import SAMPLE_CORPUS
+
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(SAMPLE_CORPUS.rglob("*.txt"))]
+    texts += ["Ünïcode café, naïve façades — 3.5% of $1,000", "It's the state-of-the-art U.S. plan; don't"]
+    assert len(texts) > 10
+    stemmer = Stemmer.Stemmer("english")
+    expected = bm25s.tokenize(texts, stopwords=STOPWORDS_EN, stemmer=stemmer, return_ids=False, show_progress=False)
+    assert [analyse(t) for t in texts] == expected

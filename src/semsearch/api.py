@@ -374,6 +374,7 @@ def stats() -> Response:
             "model": m.model_id,
             "dim": m.dim,
             "precision": getattr(embedder, "precision", m.precision),
+            "query_backend": getattr(getattr(embedder, "info", None), "query_backend", "torch"),
             "articles": m.articles,
             "passages": m.passages,
             "index_version": m.version_id,

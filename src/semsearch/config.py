@@ -24,6 +24,14 @@ DEFAULT_BOILERPLATE: tuple[str, ...] = (
 DEFAULT_EXCLUDE: tuple[str, ...] = ("README*", "LICENSE*", "LICENCE*", "CHANGELOG*", "QUESTIONS*")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+QUERY_BACKENDS = ("auto", "torch", "onnx-fp32", "onnx-int8")
+
+
+def default_cache_dir() -> Path:
+    """Where derived model files (the ONNX query export) are cached: ``$XDG_CACHE_HOME/semsearch`` or
+    ``~/.cache/semsearch``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "semsearch"
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,12 @@ class Settings:
     batch_size: int = 32
     threads: int | None = None
     """Intra-op threads for the model; None: PyTorch's default (the number of cores)."""
+    query_backend: str = "auto"
+    """How queries are embedded: ``onnx-int8``/``onnx-fp32`` (ONNX Runtime on the request thread, see
+    semsearch.onnx_query), ``torch`` (the model thread), or ``auto``: the fastest ONNX variant that is installed
+    and measured faithful to PyTorch at load, else torch."""
+    cache_dir: Path | None = None
+    """Cache for derived model files (the ONNX export); None: :func:`default_cache_dir`."""
     device: str = "cpu"
     allow_download: bool = False
     """Let sentence-transformers fetch a model from a hub. Off: only local paths and cached/bundled models."""
@@ -91,12 +105,18 @@ class Settings:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InvalidRequestError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.query_backend not in QUERY_BACKENDS:
+            raise InvalidRequestError(
+                f"query_backend must be one of {', '.join(QUERY_BACKENDS)}, not {self.query_backend!r}"
+            )
         if self.batch_size < 1:
             raise InvalidRequestError("batch_size must be at least 1")
         if self.keep_versions < 1:
             raise InvalidRequestError("keep_versions must be at least 1")
         if not isinstance(self.index_dir, Path):
             object.__setattr__(self, "index_dir", Path(self.index_dir))
+        if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (None values are ignored, so CLI options can be passed through)."""
@@ -137,7 +157,7 @@ _TUPLE_FIELDS = {"exclude", "cors_origins", "boilerplate_patterns"}
 
 def _parse(name: str, raw: str) -> Any:
     try:
-        if name == "index_dir":
+        if name in ("index_dir", "cache_dir"):
             return Path(raw)
         if name in _INT_FIELDS:
             return int(raw)

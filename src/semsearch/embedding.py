@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import DEFAULT_MODEL, Settings
+from .config import DEFAULT_MODEL, Settings, default_cache_dir
 from .errors import ModelLoadError
+from .onnx_query import MAX_BATCH as MAX_ONNX_BATCH
 from .workers import ModelWorker
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from .onnx_query import OnnxQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ class EmbedderInfo:
     max_tokens: int
     precision: str
     bf16_min_cosine: float | None
+    query_backend: str = "torch"
+    """``onnx-int8``/``onnx-fp32`` when queries run on ONNX Runtime (:mod:`semsearch.onnx_query`), else ``torch``."""
+    onnx_min_cosine: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -83,6 +89,8 @@ class EmbedderInfo:
             "max_tokens": self.max_tokens,
             "precision": self.precision,
             "bf16_min_cosine": self.bf16_min_cosine,
+            "query_backend": self.query_backend,
+            "onnx_min_cosine": self.onnx_min_cosine,
         }
 
 
@@ -128,18 +136,33 @@ class SentenceTransformerEmbedder:
         allow_download: bool = False,
         min_bf16_cosine: float = 0.99,
         threads: int | None = None,
+        query_backend: str = "auto",
+        cache_dir: Path | None = None,
     ) -> None:
         self._model_id, self._load_path = resolve_model(model)
         self._batch_size = batch_size
         self._bf16_min_cosine: float | None = None
         self._precision = "fp32"
         self._fast_pooling: str | None = None
+        self._onnx: OnnxQueryEncoder | None = None
+        self._query_backend = "torch"
+        self._onnx_min_cosine: float | None = None
         self._count_lock = threading.Lock()
         self._worker = ModelWorker(name="semsearch-model")
-        self._worker.call(self._load, model, precision, device, allow_download, min_bf16_cosine, threads)
+        self._worker.call(
+            self._load, model, precision, device, allow_download, min_bf16_cosine, threads, query_backend, cache_dir
+        )
 
     def _load(
-        self, model: str, precision: str, device: str, allow_download: bool, min_bf16_cosine: float, threads: int | None
+        self,
+        model: str,
+        precision: str,
+        device: str,
+        allow_download: bool,
+        min_bf16_cosine: float,
+        threads: int | None,
+        query_backend: str,
+        cache_dir: Path | None,
     ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -172,6 +195,8 @@ class SentenceTransformerEmbedder:
             if float(np.min(np.sum(reference * fast, axis=1))) < 0.99999:
                 log.info("direct forward path of %s differs from encode(); not using it", self._model_id)
                 self._fast_pooling = None
+        if query_backend != "torch" and device == "cpu":
+            self._load_onnx(st, reference, calibration, query_backend, cache_dir)
         want_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and cpu_has_native_bf16())
         if want_bf16:
             st.to(torch.bfloat16)
@@ -188,6 +213,49 @@ class SentenceTransformerEmbedder:
             else:
                 self._precision = "bf16"
 
+    def _load_onnx(
+        self,
+        st: SentenceTransformer,
+        reference: np.ndarray,
+        calibration: list[str],
+        backend: str,
+        cache_dir: Path | None,
+    ) -> None:
+        """Set up the fastest faithful ONNX query variant (``auto``: int8, else fp32, else none), or the one
+        ``backend`` names (then it is required)."""
+        from . import onnx_query
+
+        variants = onnx_query.VARIANTS if backend == "auto" else (backend.removeprefix("onnx-"),)
+        reasons = []
+        if self._fast_pooling is None:
+            reasons.append("the model is not plain transformer + mean/cls pooling")
+        elif not onnx_query.onnx_available():
+            reasons.append("onnx and onnxruntime are not installed")
+        else:
+            for variant in variants:
+                try:
+                    encoder = onnx_query.build(
+                        st,
+                        self._fast_pooling,
+                        self._model_id,
+                        Path(self._load_path),
+                        cache_dir or default_cache_dir(),
+                        self._max_tokens,
+                        variant,
+                    )
+                    trial = _normalise(encoder.encode(calibration))
+                except Exception as exc:  # export and runtime raise many types; the torch path still works
+                    reasons.append(f"{variant}: {type(exc).__name__}: {exc}")
+                    continue
+                cosine = float(np.min(np.sum(reference * trial, axis=1)))
+                if cosine >= onnx_query.MIN_COSINE[variant]:
+                    self._onnx, self._query_backend, self._onnx_min_cosine = encoder, f"onnx-{variant}", cosine
+                    return
+                reasons.append(f"{variant}: cosine {cosine:.5f} to PyTorch < {onnx_query.MIN_COSINE[variant]}")
+        if backend != "auto":
+            raise ModelLoadError(f"query backend {backend} unavailable for {self._model_id}: {'; '.join(reasons)}")
+        log.info("queries run on PyTorch (ONNX query path not used: %s)", "; ".join(reasons))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> SentenceTransformerEmbedder:
         return cls(
@@ -198,6 +266,8 @@ class SentenceTransformerEmbedder:
             allow_download=settings.allow_download,
             min_bf16_cosine=settings.min_bf16_cosine,
             threads=settings.threads,
+            query_backend=settings.query_backend,
+            cache_dir=settings.cache_dir,
         )
 
     @property
@@ -218,7 +288,15 @@ class SentenceTransformerEmbedder:
 
     @property
     def info(self) -> EmbedderInfo:
-        return EmbedderInfo(self._model_id, self._dim, self._max_tokens, self._precision, self._bf16_min_cosine)
+        return EmbedderInfo(
+            self._model_id,
+            self._dim,
+            self._max_tokens,
+            self._precision,
+            self._bf16_min_cosine,
+            self._query_backend,
+            self._onnx_min_cosine,
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -297,6 +375,9 @@ class SentenceTransformerEmbedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        onnx = self._onnx
+        if onnx is not None and len(texts) <= MAX_ONNX_BATCH:
+            return _normalise(onnx.encode(texts))  # on the calling thread: requests run in parallel
         return self._worker.batched(self._embed_query_batch, list(texts))
 
     def close(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,6 @@ log = logging.getLogger(__name__)
 KEYWORD_FORMAT = 1
 _IDS = "ids.npy"
 _INFO = "keyword.json"
-_STOPWORDS = "en"
 _STEMMER = "english"
 
 
@@ -29,16 +30,39 @@ def _bm25s() -> Any:
     return bm25s
 
 
-@lru_cache(maxsize=1)
-def _stemmer() -> Any:
-    import Stemmer
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
+_local = threading.local()
 
-    return Stemmer.Stemmer(_STEMMER)
+
+def _stemmer() -> Any:
+    """One Snowball stemmer per thread (PyStemmer objects must not be shared between threads)."""
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        import Stemmer
+
+        stemmer = _local.stemmer = Stemmer.Stemmer(_STEMMER)
+    return stemmer
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def analyse(text: str) -> list[str]:
+    """Lower-cased, stopword-free, stemmed terms of ``text``: exactly bm25s's analysis of the indexed passages
+    (a test checks they agree), without its per-call overhead (a progress bar object per call), so queries and
+    highlights can afford it."""
+    stopwords = _stopwords()
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in stopwords]
+    return _stemmer().stemWords(words) if words else []
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
-    """Lower-cased, stopword-free, stemmed terms of each text (the same analysis for passages and queries)."""
-    return _bm25s().tokenize(texts, stopwords=_STOPWORDS, stemmer=_stemmer(), return_ids=False, show_progress=False)
+    """:func:`analyse` of each text."""
+    return [analyse(t) for t in texts]
 
 
 def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dict[str, Any]:
@@ -51,13 +75,13 @@ def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dic
         "method": "lucene",
         "k1": 1.5,
         "b": 0.75,
-        "stopwords": _STOPWORDS,
+        "stopwords": "en",
         "stemmer": _STEMMER,
         "docs": len(texts),
     }
     np.save(out_dir / _IDS, np.asarray(ids, dtype=np.int64), allow_pickle=False)
     if texts:
-        tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, stemmer=_stemmer(), show_progress=False)
+        tokens = bm25s.tokenize(texts, stopwords=list(_stopwords()), stemmer=_stemmer(), show_progress=False)
         model = bm25s.BM25(method=info["method"], k1=info["k1"], b=info["b"])
         model.index(tokens, show_progress=False)
         model.save(str(out_dir), show_progress=False)

@@ -262,11 +262,22 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Stats": {
         "type": "object",
-        "required": ["model", "dim", "precision", "articles", "passages", "index_version", "index_format", "built_at"],
+        "required": [
+            "model",
+            "dim",
+            "precision",
+            "query_backend",
+            "articles",
+            "passages",
+            "index_version",
+            "index_format",
+            "built_at",
+        ],
         "properties": {
             "model": {"type": "string"},
             "dim": {"type": "integer"},
             "precision": {"type": "string"},
+            "query_backend": {"enum": ["torch", "onnx-fp32", "onnx-int8"]},
             "articles": {"type": "integer"},
             "passages": {"type": "integer"},
             "index_version": {"type": "string"},

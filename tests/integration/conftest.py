@@ -18,9 +18,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def real_embedder() -> SentenceTransformerEmbedder:
-    """The bundled all-MiniLM-L6-v2, offline, loaded once per test session."""
-    return SentenceTransformerEmbedder.from_settings(Settings())
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cache for derived model files (the ONNX query export) of this test session."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def real_embedder(model_cache: Path) -> SentenceTransformerEmbedder:
+    """The bundled all-MiniLM-L6-v2, offline, loaded once per test session (default settings: the query path is
+    chosen by measurement)."""
+    return SentenceTransformerEmbedder.from_settings(Settings(cache_dir=model_cache))
 
 
 @pytest.fixture(scope="session")
