@@ -165,8 +165,8 @@ def main() -> int:
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=15.0, help="time limit per level")
     parser.add_argument("--max-requests", type=int, default=4000, help="request limit per level")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=None, help="default: semsearch serve's (one per core)")
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--reindex-during", action="store_true", help="publish a reindex during the 8-client run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -190,6 +190,9 @@ def main() -> int:
     elif not (index_dir / "CURRENT").exists():
         subprocess.run([*SEMSEARCH, "index", str(args.corpus), "--index-dir", str(index_dir)], check=True)
 
+    from semsearch.server import default_workers
+
+    args.workers = args.workers or default_workers()
     levels = [int(x) for x in args.levels.split(",")]
     queries = make_queries(args.corpus, args.max_requests * len(levels) + 600)
     port = free_port()
@@ -214,6 +217,10 @@ def main() -> int:
                 time.sleep(0.3)
         else:
             raise RuntimeError("server did not become ready")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/stats")
+        stats = json.loads(conn.getresponse().read())
+        report["query_backend"], report["precision"] = stats["query_backend"], stats["precision"]
         run_level(port, 2, queries[:50], 10, 50)  # warm-up (not reported)
         offset = 200
         results = []

@@ -234,7 +234,12 @@ def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str,
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Server processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes [default: one per CPU core, at most 8: queries embed on the request thread].",
+)
 @click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True, help="Threads per worker.")
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn.")
 @click.option(
@@ -246,13 +251,15 @@ def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str,
 @index_dir_option
 @click.pass_context
 @_fail_cleanly
-def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, dev: bool,
+def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int, dev: bool,
           corpus: tuple[Path, ...], index_dir: Path | None) -> None:  # fmt: skip
     """Serve the HTTP API (search page at /, OpenAPI spec at /openapi.json)."""
     from .indexing import reindex
+    from .server import default_workers
     from .server import serve as run_server
 
     settings = _settings(ctx, index_dir=index_dir)
+    workers = workers or default_workers()
     if corpus:
         report = reindex(corpus, settings.index_dir, settings, wait_for_lock=True)
         _print_index_report(report, as_json=False)
