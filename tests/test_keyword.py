@@ -70,3 +70,15 @@ def test_analyse_matches_the_bm25s_analysis_of_indexed_passages() -> None:
     stemmer = Stemmer.Stemmer("english")
     expected = bm25s.tokenize(texts, stopwords=STOPWORDS_EN, stemmer=stemmer, return_ids=False, show_progress=False)
     assert [analyse(t) for t in texts] == expected
+
+
+def test_analyse_with_offsets_gives_the_same_terms_at_their_words() -> None:
+    from semsearch.keyword import analyse, analyse_with_offsets
+
+    text = "The Volcano erupted. Lava flowed into the harbour; volcanoes are rare here."
+    pairs = analyse_with_offsets(text)
+    assert [t for _, t in pairs] == analyse(text)
+    for pos, term in pairs:
+        word = text[pos:].split()[0].strip(".;,").lower()
+        assert analyse(word) == [term]
+    assert analyse_with_offsets("the and of") == []

@@ -7,12 +7,13 @@ question. Offsets are relative to the passage text: ``hit.text[h.start:h.end] ==
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .chunking import split_sentences
-from .keyword import tokenize
+from .keyword import analyse_with_offsets
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,19 @@ def highlight(text: str, term_weights: Mapping[str, float], max_sentences: int =
     spans = split_sentences(text)
     if not spans:
         return ()
-    tokens = tokenize([text[s:e] for s, e in spans])
-    scored = [
-        (sum(term_weights.get(t, 0.0) for t in set(sentence_terms)), i) for i, sentence_terms in enumerate(tokens)
-    ]
+    totals = [0.0] * len(spans)
+    if term_weights:
+        starts = [s for s, _ in spans]
+        seen: set[tuple[int, str]] = set()  # each query term counts once per sentence
+        for pos, term in analyse_with_offsets(text):
+            weight = term_weights.get(term)
+            if weight is None:
+                continue
+            i = bisect.bisect_right(starts, pos) - 1
+            if i >= 0 and pos < spans[i][1] and (i, term) not in seen:
+                seen.add((i, term))
+                totals[i] += weight
+    scored = [(total, i) for i, total in enumerate(totals)]
     best = sorted(scored, key=lambda x: (-x[0], x[1]))[:max_sentences]
     if best[0][0] <= 0:
         best = [(0.0, 0)]

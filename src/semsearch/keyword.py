@@ -60,6 +60,16 @@ def analyse(text: str) -> list[str]:
     return _stemmer().stemWords(words) if words else []
 
 
+def analyse_with_offsets(text: str) -> list[tuple[int, str]]:
+    """The terms of ``text`` (as :func:`analyse`) with the character offset of the word each came from, in one
+    pass and one stemmer call (for highlighting many sentences at once)."""
+    stopwords = _stopwords()
+    words = [(m.start(), w) for m in _TOKEN.finditer(text) if (w := m.group().lower()) not in stopwords]
+    if not words:
+        return []
+    return list(zip((pos for pos, _ in words), _stemmer().stemWords([w for _, w in words]), strict=True))
+
+
 def tokenize(texts: list[str]) -> list[list[str]]:
     """:func:`analyse` of each text."""
     return [analyse(t) for t in texts]

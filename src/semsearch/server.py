@@ -82,6 +82,10 @@ def serve(
         set_threads = getattr(searcher.embedder, "set_threads", None) if searcher is not None else None
         if set_threads is not None:
             set_threads(threads_per_worker)
+        if searcher is not None:
+            # Open this process's query session (ONNX Runtime sessions are per process) before the first
+            # request, so no client pays for it.
+            searcher.embedder.embed_queries(["warm-up"])
 
     _Gunicorn(
         {
