@@ -114,3 +114,11 @@ def test_local_model_path_works(tmp_path: Path) -> None:
     embedder = SentenceTransformerEmbedder(str(path), precision="fp32")
     assert embedder.model_id == str(Path(path).resolve())
     assert embedder.embed_queries(["x"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("name", ["Tomasz Wierzbicki", "Lars Hedqvist", "Wierzbicki"])
+def test_default_hybrid_finds_a_rare_name_that_dense_ranks_elsewhere(sample_searcher: Searcher, name: str) -> None:
+    # The bundled model puts another passage of the article first for a bare name; the coverage gate keeps the
+    # keyword weight on (a name query is well covered by its best keyword match), so hybrid finds the passage.
+    assert name not in sample_searcher.search(name, k=1, mode="dense")[0].text
+    assert name in sample_searcher.search(name, k=1)[0].text
