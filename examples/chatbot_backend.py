@@ -23,7 +23,7 @@ from semsearch import Searcher, Settings, reindex
 from semsearch.chunking import split_sentences
 from semsearch.context import Context
 from semsearch.errors import SemsearchError
-from semsearch.keyword import tokenize
+from semsearch.keyword import analyse
 
 SAMPLE = Path(__file__).resolve().parent / "articles"
 LLM = Callable[[str], str]
@@ -40,7 +40,7 @@ def build_prompt(question: str, context: Context) -> str:
 
 def extractive_answer(question: str, context: Context, max_sentences: int = 2) -> str:
     """The context sentences sharing the most (stemmed, non-stopword) terms with the question, cited [n]."""
-    wanted = set(tokenize([question])[0])
+    wanted = set(analyse(question))
     scored: list[tuple[float, int, str]] = []
     for block in re.split(r"\n\n(?=\[\d+\] )", context.text):
         match = re.match(r"\[(\d+)\] .*?: ", block)
@@ -49,7 +49,7 @@ def extractive_answer(question: str, context: Context, max_sentences: int = 2) -
         number, body = int(match.group(1)), block[match.end() :]
         for start, end in split_sentences(body):
             sentence = body[start:end]
-            terms = set(tokenize([sentence])[0])
+            terms = set(analyse(sentence))
             overlap = len(wanted & terms) / (len(wanted) or 1)
             scored.append((overlap - 0.01 * number, number, sentence))  # ties: the better-ranked source
     best = sorted(scored, reverse=True)[:max_sentences]

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _report import emit
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
 WORK = ROOT / "bench-results" / "ablation"
@@ -153,10 +155,7 @@ def main() -> int:
         for chunking_name, chunking in chunkings.items() if name == "scifact" else [("title-256", ChunkSettings())]:
             run(directory, name, chunking_name, Settings(chunking=chunking), embedder, rows)
     report = {"rows": rows, "default_vs_best_single": verdicts(rows)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 

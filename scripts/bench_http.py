@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _report import emit
+
 ROOT = Path(__file__).resolve().parent.parent
 BBC = ROOT.parent / "shared" / "datasets" / "bbc-news"
 RESULTS = ROOT / "bench-results"
@@ -264,10 +266,7 @@ def main() -> int:
     one = next((r for r in results if r["clients"] == 1), None)
     if one is not None:
         report["http_overhead_ratio_p50_1_client"] = round(float(one["p50_ms"]) / inproc, 2)  # type: ignore[arg-type]
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ and the cosine between the pipeline's vectors and the fp32 baseline's.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _report import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "datasets" / "bbc-news"
@@ -109,10 +110,7 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
     return 0
 
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "datasets" / "bbc-news"
 
@@ -93,10 +95,7 @@ def main() -> int:
         "cli_incremental_vs_full": round(cli_seconds / full_seconds, 4),
         "cli_passages_embedded": cli_report["passages_embedded"],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 

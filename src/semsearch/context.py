@@ -10,7 +10,7 @@ boundary rather than dropped when at least one sentence fits. The budget is neve
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .chunking import split_sentences
@@ -34,17 +34,7 @@ class Citation:
     passage_ids: tuple[int, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "article_id": self.article_id,
-            "title": self.title,
-            "url": self.url,
-            "paragraph": self.paragraph,
-            "last_paragraph": self.last_paragraph,
-            "start": self.start,
-            "end": self.end,
-            "passage_ids": list(self.passage_ids),
-        }
+        return {**asdict(self), "passage_ids": list(self.passage_ids)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Citation:

@@ -70,11 +70,6 @@ def analyse_with_offsets(text: str) -> list[tuple[int, str]]:
     return list(zip((pos for pos, _ in words), _stemmer().stemWords([w for _, w in words]), strict=True))
 
 
-def tokenize(texts: list[str]) -> list[list[str]]:
-    """:func:`analyse` of each text."""
-    return [analyse(t) for t in texts]
-
-
 def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dict[str, Any]:
     """Index ``texts`` (one per passage id) and write the files; returns the manifest record."""
     bm25s = _bm25s()
@@ -116,12 +111,15 @@ class KeywordIndex:
 
     def term_weights(self, query: str) -> dict[str, float]:
         """IDF of each analysed query term present in the index (for highlighting)."""
+        return self._idf(analyse(query))
+
+    def _idf(self, terms: list[str]) -> dict[str, float]:
         if self._model is None:
             return {}
         indptr = self._model.scores["indptr"]
         n = float(self._model.scores["num_docs"])
         weights = {}
-        for term in tokenize([query])[0]:
+        for term in terms:
             tid = self._model.vocab_dict.get(term)
             if tid is None or tid + 1 >= len(indptr):
                 continue
@@ -135,12 +133,12 @@ class KeywordIndex:
         frequency grows). A term the index has never seen counts at the highest IDF (a document frequency of 0):
         no passage can match it, which is what makes keyword matching weak on a paraphrase. 0 for a query with
         no analysed terms."""
-        terms = tokenize([query])[0]
-        if not terms or self._model is None or best_score <= 0:
+        if self._model is None or best_score <= 0:
             return 0.0
+        terms = analyse(query)
+        weights = self._idf(terms)
         n = float(self._model.scores["num_docs"])
         unseen = float(np.log(1.0 + (n + 0.5) / 0.5))
-        weights = self.term_weights(query)
         total = sum(weights.get(t, unseen) for t in terms)
         return float(min(best_score / total, 1.0)) if total > 0 else 0.0
 
@@ -151,7 +149,7 @@ class KeywordIndex:
         """BM25 score of every passage (row order = ``self.ids``); zeros when no query term is indexed."""
         if self._model is None:
             return np.zeros(0, dtype=np.float32)
-        terms = [t for t in tokenize([query])[0] if t in self._model.vocab_dict]
+        terms = [t for t in analyse(query) if t in self._model.vocab_dict]
         if not terms:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self._model.get_scores(terms), dtype=np.float32)
