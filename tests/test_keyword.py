@@ -80,3 +80,47 @@ def test_analyse_with_offsets_gives_the_same_terms_at_their_words() -> None:
         word = text[pos:].split()[0].strip(".;,").lower()
         assert analyse(word) == [term]
     assert analyse_with_offsets("the and of") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The Volcano erupted. Lava flowed into the harbour; volcanoes are rare here. VOLCANO!",
+        "snake_case words, volcano_lava and volcano2 are one token each; 2volcano too. volcano.",
+        "Ünïcode café, naïve façades — café-au-lait at the Café; İstanbul volcano",  # İ lower-cases to 2 chars
+        "",
+        "the and of",
+    ],
+)
+def test_term_positions_equals_analyse_with_offsets_filtered(text: str) -> None:
+    from semsearch.keyword import analyse_with_offsets, term_positions
+
+    every = analyse_with_offsets(text)
+    for terms in ({t for _, t in every}, {"volcano", "cafe", "café"}, set()):
+        assert term_positions(text, terms) == [(pos, t) for pos, t in every if t in terms]
+
+
+def test_term_positions_on_the_sample_corpus() -> None:
+    from semsearch.keyword import analyse_with_offsets, term_positions
+
+    from .conftest import SAMPLE_CORPUS
+
+    for path in sorted(SAMPLE_CORPUS.rglob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        every = analyse_with_offsets(text)
+        terms = {t for i, (_, t) in enumerate(every) if i % 7 == 0}
+        assert term_positions(text, terms) == [(pos, t) for pos, t in every if t in terms]
+
+
+def test_scores_for_and_rows_for_follow_passage_ids_in_any_order(tmp_path: Path) -> None:
+    ids = np.array([42, 7, 19, 3])  # not sorted: rows are in the order the ids were indexed
+    build_keyword_index(ids, ["alpha volcano", "beta glacier", "gamma volcano lava", "delta"], tmp_path / "kw")
+    index = KeywordIndex(tmp_path / "kw")
+    scores = index.scores("volcano")
+    assert list(index.rows_for(np.array([19, 42, 3]))) == [2, 0, 3]
+    assert list(index.rows_for(np.array([5, 7, 1000]))) == [1]  # ids it does not hold are left out
+    picked = index.scores_for(scores, np.array([3, 19, 5, 42]))
+    assert picked.dtype == np.float32
+    assert list(picked) == [scores[3], scores[2], 0.0, scores[0]]  # aligned with the ids; 0 for an unknown id
+    assert picked[1] > 0 and picked[3] > 0 and picked[0] == 0
+    assert index.scores_for(scores, np.zeros(0, dtype=np.int64)).shape == (0,)

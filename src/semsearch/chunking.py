@@ -121,8 +121,8 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         following = text[nxt]
         if not (following.isupper() or following.isdigit() or following in "\"'“‘([«"):
             continue
-        before = text[start : match.start()]
-        word = before.rsplit(None, 1)[-1] if before.split() else ""
+        last = text[start : match.start()].rsplit(None, 1)
+        word = last[-1] if last else ""
         if match.group().startswith(".") and (
             word.lower().rstrip(".") in _ABBREVIATIONS or _INITIALISM.search(word + ".") or len(word) == 1
         ):

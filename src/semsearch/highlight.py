@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chunking import split_sentences
-from .keyword import analyse_with_offsets
+from .keyword import term_positions
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,8 @@ def highlight(text: str, term_weights: Mapping[str, float], max_sentences: int =
     if term_weights:
         starts = [s for s, _ in spans]
         seen: set[tuple[int, str]] = set()  # each query term counts once per sentence
-        for pos, term in analyse_with_offsets(text):
-            weight = term_weights.get(term)
-            if weight is None:
-                continue
+        for pos, term in term_positions(text, term_weights):
+            weight = term_weights[term]
             i = bisect.bisect_right(starts, pos) - 1
             if i >= 0 and pos < spans[i][1] and (i, term) not in seen:
                 seen.add((i, term))

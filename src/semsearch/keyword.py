@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Container
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,51 @@ def analyse_with_offsets(text: str) -> list[tuple[int, str]]:
     return list(zip((pos for pos, _ in words), _stemmer().stemWords([w for _, w in words]), strict=True))
 
 
+_STEM_CACHE_MAX = 100_000
+
+
+def _stems(words: set[str]) -> dict[str, str]:
+    """The stem of each word, through a per-thread cache (a corpus repeats a vocabulary of a few ten thousand
+    words; the cache is emptied if arbitrary input grows it past ``_STEM_CACHE_MAX``)."""
+    cache: dict[str, str] | None = getattr(_local, "stems", None)
+    if cache is None or len(cache) > _STEM_CACHE_MAX:
+        cache = _local.stems = {}
+    missing = [w for w in words if w not in cache]
+    if missing:
+        cache.update(zip(missing, _stemmer().stemWords(missing), strict=True))
+    return cache
+
+
+def term_positions(text: str, terms: Container[str]) -> list[tuple[int, str]]:
+    """``(offset, term)`` for every word of ``text`` whose analysed form (as :func:`analyse`) is in ``terms``,
+    in text order: :func:`analyse_with_offsets` filtered to ``terms``, but without a Python step per word (the
+    distinct words are stemmed through a cache and only the matching ones are located), for highlighting."""
+    lower = text.lower()
+    if len(lower) != len(text):  # lower-casing changed the length (rare characters): offsets need the slow path
+        return [(pos, term) for pos, term in analyse_with_offsets(text) if term in terms]
+    words = set(_TOKEN.findall(lower))
+    words.difference_update(_stopwords())
+    stems = _stems(words)
+    out = []
+    for word in words:
+        term = stems[word]
+        if term not in terms:
+            continue
+        pos = lower.find(word)
+        while pos >= 0:
+            end = pos + len(word)
+            # A token is a maximal run of word characters (\w, i.e. isalnum() or "_"), as _TOKEN matches it.
+            if (pos == 0 or not _is_word_char(lower[pos - 1])) and (end == len(lower) or not _is_word_char(lower[end])):
+                out.append((pos, term))
+            pos = lower.find(word, end)
+    out.sort()
+    return out
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
 def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dict[str, Any]:
     """Index ``texts`` (one per passage id) and write the files; returns the manifest record."""
     bm25s = _bm25s()
@@ -101,7 +147,8 @@ class KeywordIndex:
         bm25s = _bm25s()
         self.info = json.loads((directory / _INFO).read_text(encoding="utf-8"))
         self.ids = np.load(directory / _IDS, allow_pickle=False)
-        self._row_of = {int(pid): row for row, pid in enumerate(self.ids)}
+        self._sorter = np.argsort(self.ids, kind="stable")  # passage id -> row by binary search
+        self._sorted_ids = self.ids[self._sorter]
         self._model = (
             bm25s.BM25.load(str(directory), mmap=False, show_progress=False, verbosity=0) if len(self.ids) else None
         )
@@ -142,8 +189,18 @@ class KeywordIndex:
         total = sum(weights.get(t, unseen) for t in terms)
         return float(min(best_score / total, 1.0)) if total > 0 else 0.0
 
+    def _lookup(self, passage_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, found) for each passage id; ``row`` is meaningless where ``found`` is False."""
+        pids = np.asarray(passage_ids, dtype=np.int64)
+        if not len(self.ids) or not pids.size:
+            return np.zeros(pids.shape, dtype=np.int64), np.zeros(pids.shape, dtype=bool)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, pids), len(self.ids) - 1)
+        return self._sorter[pos], self._sorted_ids[pos] == pids
+
     def rows_for(self, passage_ids: np.ndarray) -> np.ndarray:
-        return np.array([self._row_of[int(p)] for p in passage_ids if int(p) in self._row_of], dtype=np.int64)
+        """The rows of the passage ids this index holds (others are left out)."""
+        rows, found = self._lookup(passage_ids)
+        return rows[found]
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every passage (row order = ``self.ids``); zeros when no query term is indexed."""
@@ -171,7 +228,9 @@ class KeywordIndex:
         return scores[top], self.ids[top]
 
     def scores_for(self, scores: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
-        """The entries of a full score array (from :meth:`scores`) for the given passage ids."""
+        """The entries of a full score array (from :meth:`scores`) for the given passage ids (0 for an id this index
+        does not hold)."""
         if scores.size == 0:
             return np.zeros(len(passage_ids), dtype=np.float32)
-        return scores[self.rows_for(passage_ids)]
+        rows, found = self._lookup(passage_ids)
+        return np.where(found, scores[rows], np.float32(0.0)).astype(np.float32, copy=False)

@@ -276,7 +276,8 @@ class Searcher:
     ) -> list[list[SearchHit]]:
         """Several queries; their embeddings are computed in one batch."""
         version = version or self._version
-        ranked = self._ranked(version, queries, k, mode, filters, depth=max(4 * k, 100))
+        window = _dedupe_window(k)
+        ranked = self._ranked(version, queries, k, mode, filters, depth=max(4 * k, 100), limit=window)
         out = []
         for query, candidates in zip(queries, ranked, strict=True):
             kept = self._dedupe(version, candidates, k)
@@ -333,7 +334,9 @@ class Searcher:
         mode: str,
         filters: SearchFilters | None,
         depth: int,
+        limit: int | None = None,
     ) -> list[list[_Candidate]]:
+        """Each query's candidates, best first: ``depth`` from each retriever, fused; the first ``limit`` kept."""
         for q in queries:
             validate_query(q)
         validate_k(k)
@@ -354,7 +357,7 @@ class Searcher:
                 out.append(
                     [
                         _Candidate(int(p), float(s), float(s), None)
-                        for s, p in zip(dense_scores[i], dense_ids[i], strict=True)
+                        for s, p in zip(dense_scores[i][:limit], dense_ids[i][:limit], strict=True)
                         if p >= 0
                     ]
                 )
@@ -364,7 +367,10 @@ class Searcher:
             kw_scores, kw_ids = keyword.top(all_scores, depth, allowed)
             if mode == "keyword":
                 out.append(
-                    [_Candidate(int(p), float(s), None, float(s)) for s, p in zip(kw_scores, kw_ids, strict=True)]
+                    [
+                        _Candidate(int(p), float(s), None, float(s))
+                        for s, p in zip(kw_scores[:limit], kw_ids[:limit], strict=True)
+                    ]
                 )
                 continue
             assert vectors is not None and dense_ids is not None and dense_scores is not None
@@ -385,7 +391,7 @@ class Searcher:
             out.append(
                 [
                     _Candidate(int(ids[j]), float(fused.scores[j]), float(dense_exact[j]), float(keyword_exact[j]))
-                    for j in fused.order
+                    for j in fused.order[:limit]
                 ]
             )
         return out
@@ -394,7 +400,7 @@ class Searcher:
         """The first ``k`` candidates that are not near-duplicates (cosine >= DEDUPE_COSINE) of a kept one."""
         kept: list[_Candidate] = []
         kept_vectors: list[np.ndarray] = []
-        window = candidates[: max(2 * k, k + 20)]
+        window = candidates[: _dedupe_window(k)]
         vectors = version.vectors_for([c.passage_id for c in window]) if window else np.zeros((0, 1))
         for c, v in zip(window, vectors, strict=True):
             if kept_vectors and float(np.max(np.stack(kept_vectors) @ v)) >= DEDUPE_COSINE:
@@ -441,6 +447,11 @@ class Searcher:
         if stored is None:
             raise NotFoundError(f"no article with id {article_id!r}")
         return stored
+
+
+def _dedupe_window(k: int) -> int:
+    """How many of the best candidates near-duplicate removal looks at to find ``k`` distinct passages."""
+    return max(2 * k, k + 20)
 
 
 def _token_counter(tokenizer: Any, embedder: Embedder) -> Callable[[str], int]:
