@@ -92,6 +92,9 @@ def test_article_ids_with_slashes(tmp_path: Path, fake_embedder) -> None:
     build_index([tmp_path / "src"], settings.index_dir, settings, embedder=fake_embedder)
     client = create_app(settings, embedder=fake_embedder).test_client()
     assert client.get("/articles/world/a.txt").get_json()["title"] == "Nested"
+    # A doubled slash is part of the id, not redirected (a redirect's body would be HTML): JSON 404.
+    missing = client.get("/articles//world/a.txt")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
 
 
 def test_health_ready_stats(client: FlaskClient, fake_embedder) -> None:

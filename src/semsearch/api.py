@@ -94,6 +94,9 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # No redirects with an HTML body: "/articles//x" names the article "/x" (a 404 in JSON when there is none)
+    # instead of redirecting to "/articles/x".
+    app.url_map.merge_slashes = False
     app.extensions["semsearch"] = SearchService(settings, searcher=searcher, embedder=embedder)
     app.extensions["semsearch_metrics"] = Metrics()
     app.register_blueprint(bp)
