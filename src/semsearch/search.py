@@ -398,18 +398,19 @@ class Searcher:
 
     def _dedupe(self, version: IndexVersion, candidates: list[_Candidate], k: int) -> list[_Candidate]:
         """The first ``k`` candidates that are not near-duplicates (cosine >= DEDUPE_COSINE) of a kept one."""
-        kept: list[_Candidate] = []
-        kept_vectors: list[np.ndarray] = []
         window = candidates[: _dedupe_window(k)]
-        vectors = version.vectors_for([c.passage_id for c in window]) if window else np.zeros((0, 1))
-        for c, v in zip(window, vectors, strict=True):
-            if kept_vectors and float(np.max(np.stack(kept_vectors) @ v)) >= DEDUPE_COSINE:
+        if not window:
+            return []
+        vectors = version.vectors_for([c.passage_id for c in window])
+        duplicate = (vectors @ vectors.T) >= DEDUPE_COSINE  # all pairs of the window at once
+        kept: list[int] = []
+        for i in range(len(window)):
+            if kept and duplicate[i, kept].any():
                 continue
-            kept.append(c)
-            kept_vectors.append(v)
+            kept.append(i)
             if len(kept) == k:
                 break
-        return kept
+        return [window[i] for i in kept]
 
     def context(
         self,
