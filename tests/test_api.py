@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ from openapi_spec_validator import validate
 
 from semsearch import Settings, build_index
 from semsearch.api import create_app
+from semsearch.errors import IndexCorruptError
 from semsearch.openapi import openapi_spec
+from semsearch.store import IndexVersion
 
 SPEC = openapi_spec()
 
@@ -208,9 +212,93 @@ def test_hot_reload_follows_a_new_version(
     before = client.get("/stats").get_json()
     (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
     build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
-    after = client.get("/stats").get_json()
-    assert after["index_version"] != before["index_version"] and after["articles"] == 4
+    after = wait_for_new_version(client, before["index_version"])
+    assert after["articles"] == 4 and after["reload_error"] is None
     assert client.get("/search?q=volcano+erupted&k=1").get_json()["hits"][0]["article_id"] == "volcano.txt"
+    # The new version was loaded completely (BM25 index included) before it was switched to.
+    assert app.extensions["semsearch"].loaded().version._keyword is not None
+
+
+def wait_for_new_version(client: FlaskClient, old: str, timeout: float = 20.0) -> dict[str, Any]:
+    """Query /stats (each request may start the background reload) until it names a version other than ``old``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = client.get("/stats").get_json()
+        if stats["index_version"] != old:
+            return stats  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"still serving {old} after {timeout} s: {stats}"
+        time.sleep(0.02)
+
+
+def test_a_new_version_loads_off_the_request_path(
+    corpus_dir: Path, settings: Settings, built_index, fake_embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a published version is still loading, requests are answered at once from the current one."""
+    app = create_app(settings.with_(reload_check_seconds=0), embedder=fake_embedder)
+    client = app.test_client()
+    old = client.get("/stats").get_json()["index_version"]
+    loading, release = threading.Event(), threading.Event()
+    warm = IndexVersion.warm
+
+    def slow_warm(self: IndexVersion) -> None:
+        loading.set()
+        assert release.wait(30)
+        warm(self)
+
+    monkeypatch.setattr(IndexVersion, "warm", slow_warm)
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
+    build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    try:
+        first = client.get("/search?q=volcano+erupted&k=3")
+        assert loading.wait(10), "publishing did not start a background load"
+        started = time.monotonic()
+        for _ in range(5):  # the load is blocked: every request is served, from the old version
+            response = client.get("/search?q=volcano+erupted&k=3")
+            assert response.status_code == 200 and response.get_json()["version"] == old
+        assert time.monotonic() - started < 10, "requests waited for the load"
+        assert first.status_code == 200 and first.get_json()["version"] == old
+    finally:
+        release.set()
+    assert wait_for_new_version(client, old)["articles"] == 4
+    app.extensions["semsearch"].close()
+
+
+def test_a_version_that_fails_to_load_is_reported_and_the_current_one_kept(
+    corpus_dir: Path, settings: Settings, built_index, fake_embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(settings.with_(reload_check_seconds=0), embedder=fake_embedder)
+    client = app.test_client()
+    old = client.get("/stats").get_json()["index_version"]
+    attempts: list[str] = []
+    warm = IndexVersion.warm
+
+    def broken_warm(self: IndexVersion) -> None:
+        attempts.append(self.version_id)
+        raise IndexCorruptError(f"{self.path}/keyword: truncated")
+
+    monkeypatch.setattr(IndexVersion, "warm", broken_warm)
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
+    bad = build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder).version_id
+    deadline = time.monotonic() + 20
+    while True:
+        stats = conforms("/stats", "get", client.get("/stats"))
+        assert stats["index_version"] == old  # never switched, never failed
+        if stats["reload_error"] is not None:
+            break
+        assert time.monotonic() < deadline, "the failed load was not reported"
+        time.sleep(0.02)
+    assert bad in stats["reload_error"] and "truncated" in stats["reload_error"]
+    for _ in range(10):
+        assert client.get("/search?q=bridge&k=2").status_code == 200
+    time.sleep(0.2)
+    assert attempts == [bad]  # not retried until another version is published
+    # The operator publishes a fixed version: it is taken and the error cleared.
+    monkeypatch.setattr(IndexVersion, "warm", warm)
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at noon.", encoding="utf-8")
+    build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    after = wait_for_new_version(client, old)
+    assert after["reload_error"] is None and after["index_version"] != bad
+    app.extensions["semsearch"].close()
 
 
 def test_admin_reload_needs_the_token(client: FlaskClient) -> None:

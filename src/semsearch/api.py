@@ -53,7 +53,7 @@ class SearchService:
     def searcher(self) -> Searcher:
         searcher = self._searcher
         if searcher is not None:
-            searcher.maybe_reload()
+            searcher.maybe_reload(wait=False)  # a new version is loaded off the request path
             return searcher
         with self._lock:
             if self._searcher is None:
@@ -383,6 +383,7 @@ def stats() -> Response:
             "index_version": m.version_id,
             "index_format": m.format_version,
             "built_at": m.built_at,
+            "reload_error": searcher.last_reload_error,
         }
     )
 

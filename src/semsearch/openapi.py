@@ -272,6 +272,7 @@ _SCHEMAS: dict[str, Any] = {
             "index_version",
             "index_format",
             "built_at",
+            "reload_error",
         ],
         "properties": {
             "model": {"type": "string"},
@@ -283,6 +284,11 @@ _SCHEMAS: dict[str, Any] = {
             "index_version": {"type": "string"},
             "index_format": {"type": "integer"},
             "built_at": {"type": "string"},
+            "reload_error": {
+                "type": ["string", "null"],
+                "description": "Why the newest published version is not being served (it failed to load); null "
+                "when the served version is the newest or is being switched to.",
+            },
         },
     },
     "Reload": {

@@ -6,6 +6,7 @@ Filters are exact in every mode; near-duplicate passages are suppressed; hits na
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from .store import IndexManifest, IndexVersion, PassageRecord, StoredArticle
 
 if TYPE_CHECKING:
     from .context import Context
+
+log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 1000
@@ -167,6 +170,12 @@ class Searcher:
         self._fusion_weight = fusion_weight
         self._reload_lock = threading.Lock()
         self._last_check = time.monotonic()
+        self._loader_lock = threading.Lock()  # never held while loading: requests must not wait on it
+        self._loader: threading.Thread | None = None
+        self._failed_version: str | None = None
+        self._attempted: str | None = None
+        self.last_reload_error: str | None = None
+        """Why the newest published version could not be switched to by a background reload (None: no error)."""
 
     @classmethod
     def open(
@@ -226,24 +235,69 @@ class Searcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def warm(self) -> None:
+        """Load everything the first search would otherwise load (BM25 index, vector pages, the query model's
+        session on this process), so no request pays for it. The server calls it before forking its workers
+        and in each worker; :meth:`reload` warms a new version before switching to it."""
+        self._version.warm()
+        self._embedder.embed_queries(["warm-up"])
+
     def reload(self) -> bool:
-        """Switch to the published version if it changed; returns True when it did."""
+        """Switch to the published version if it changed; returns True when it did. The new version is opened,
+        checked and warmed before the switch, so searches never wait for it; searches in flight finish on the
+        old one."""
         with self._reload_lock:
             self._last_check = time.monotonic()
             current = self._layout.current_version()
             if current is None or current == self._version.version_id:
                 return False
-            version = IndexVersion(self._layout.current_path())
-            _check_compatible(version.manifest, self._embedder)
+            self._attempted = current
+            version = IndexVersion(self._layout.version_path(current))
+            try:
+                _check_compatible(version.manifest, self._embedder)
+                version.warm()
+            except BaseException:
+                version.close()
+                raise
             # The old version is not closed: searches in flight still use it; it is freed when they finish.
             self._version = version
+            self._failed_version = self.last_reload_error = None
             return True
 
-    def maybe_reload(self) -> bool:
-        """:meth:`reload` at most once per ``settings.reload_check_seconds``."""
+    def maybe_reload(self, *, wait: bool = True) -> bool:
+        """:meth:`reload` at most once per ``settings.reload_check_seconds``.
+
+        ``wait=False`` (what the HTTP service uses): when a new version has been published, open and warm it on
+        a background thread and switch when it is ready. The call returns at once (False), so no request waits
+        for a load, however large the index. A version that fails to load is logged, kept in
+        :attr:`last_reload_error` and not retried until another version is published; searching goes on with
+        the current one.
+        """
         if time.monotonic() - self._last_check < self._settings.reload_check_seconds:
             return False
-        return self.reload()
+        if wait:
+            return self.reload()
+        self._last_check = time.monotonic()
+        current = self._layout.current_version()
+        if current is None or current == self._version.version_id or current == self._failed_version:
+            return False
+        with self._loader_lock:
+            if self._loader is not None and self._loader.is_alive():
+                return False
+            self._loader = threading.Thread(target=self._reload_in_background, name="semsearch-reload", daemon=True)
+            self._loader.start()
+        return False
+
+    def _reload_in_background(self) -> None:
+        try:
+            self.reload()
+        except Exception as exc:  # keep serving the current version; say why the new one was not taken
+            failed = self._attempted
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self._failed_version, self.last_reload_error = failed, f"version {failed}: {message}"
+            log.error(
+                "not switching to index version %s, still serving %s: %s", failed, self._version.version_id, message
+            )
 
     # -- search --------------------------------------------------------------------------------------
 

@@ -55,7 +55,8 @@ def serve(
     app = create_app(settings)
     svc = service_of(app)
     try:
-        svc.searcher()  # load model and index now: fail fast, and share them with forked workers
+        # Load model and index now: fail fast, and share them (BM25 index included) with the forked workers.
+        svc.searcher().warm()
     except Exception as exc:  # the service still starts; /readyz reports why it is not ready
         log.warning("starting without an index: %s", exc)
     if dev:
@@ -85,7 +86,7 @@ def serve(
         if searcher is not None:
             # Open this process's query session (ONNX Runtime sessions are per process) before the first
             # request, so no client pays for it.
-            searcher.embedder.embed_queries(["warm-up"])
+            searcher.warm()
 
     _Gunicorn(
         {

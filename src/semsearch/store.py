@@ -187,6 +187,13 @@ class IndexVersion:
                         raise IndexCorruptError(f"cannot read {self.path / KEYWORD_DIR}: {exc}") from exc
         return self._keyword
 
+    def warm(self) -> None:
+        """Load what every search touches (the BM25 index; the memory-mapped vectors, by one search), so the
+        first query on this version pays no loading. Raises :class:`IndexCorruptError` for an unreadable part."""
+        _ = self.keyword
+        if self._index.ntotal:
+            self.search_vectors(np.zeros((1, self.manifest.dim), dtype=np.float32), 1)
+
     @property
     def version_id(self) -> str:
         return self.manifest.version_id

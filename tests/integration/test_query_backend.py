@@ -108,3 +108,19 @@ def test_without_onnxruntime_auto_falls_back_and_an_explicit_backend_fails_clear
     assert fallback.embed_queries(["hello"]).shape == (1, 384)
     with pytest.raises(ModelLoadError, match=r"onnx-int8 unavailable.*not installed"):
         SentenceTransformerEmbedder.from_settings(Settings(query_backend="onnx-int8", cache_dir=model_cache))
+
+
+def test_the_shared_tokenizer_gives_the_model_tokenizers_inputs(real_embedder: SentenceTransformerEmbedder) -> None:
+    encoder = real_embedder._onnx
+    assert encoder is not None and encoder._raw is not None
+    tokenizer = real_embedder._st.tokenizer
+    long_text = " ".join(["Tomasz Wierzbicki's bridge, Aldermouth's 2026 budget (£4.5bn) — déjà vu?"] * 40)
+    batches = [[q] for q in QUERIES] + [QUERIES, ["", "a", long_text, "İstanbul ÇAĞ naïve café"], [long_text]]
+    for texts in batches:
+        got = encoder._tokenize(list(texts))
+        lowered = [t.lower() for t in texts] if encoder._lower_case else list(texts)
+        want = tokenizer(lowered, padding=True, truncation=True, max_length=encoder._max_tokens, return_tensors="np")
+        assert set(got) == set(encoder._inputs)
+        for name, array in got.items():
+            np.testing.assert_array_equal(array, want[name], err_msg=f"{name} for {texts!r:.80}")
+    assert got["input_ids"].shape[1] == encoder._max_tokens  # truncated to the model window
