@@ -178,3 +178,23 @@ def test_build_index_keeps_keyword_index_in_sync(corpus_dir: Path, settings: Set
     build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
         assert s.search("Krakatoa", k=1, mode="keyword") == []
+
+
+def test_searching_leaves_no_objects_for_the_garbage_collector(built_index, settings, fake_embedder) -> None:
+    """A server worker freezes its heap after warming up; whatever searches keep alive afterwards is scanned by
+    every full collection (PyStemmer's own cache kept two tracked lists per distinct word: 50-100 ms stalls)."""
+    import gc
+
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+        searcher.warm()
+        words = [f"{w}{i}" for i in range(300) for w in ("harbour", "erupting", "budgets")]
+        gc.collect()
+        gc.freeze()
+        try:
+            for i in range(0, len(words), 3):
+                searcher.search(" ".join(words[i : i + 3]) + " coral reef bridge", k=5)
+            gc.collect()
+            left = len(gc.get_objects())
+        finally:
+            gc.unfreeze()
+    assert left < 300, left

@@ -7,6 +7,7 @@ share one model forward pass through the searcher's query batcher.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import tempfile
@@ -21,6 +22,15 @@ def _configure_logging() -> None:
     logging.getLogger("semsearch.http").setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _freeze_heap() -> None:
+    """Move every object alive now (the model, tokenizers, libraries: about 500,000 objects) out of the garbage
+    collector's reach. A full collection over them takes about 240 ms, and under load it stalled every request
+    of a worker by 400 ms; after freezing, collections scan only what requests allocate. Before the fork it
+    also keeps the collector from writing to (and so un-sharing) the pages the workers inherit."""
+    gc.collect()
+    gc.freeze()
 
 
 def default_workers() -> int:
@@ -57,6 +67,7 @@ def serve(
     try:
         # Load model and index now: fail fast, and share them (BM25 index included) with the forked workers.
         svc.searcher().warm()
+        _freeze_heap()
     except Exception as exc:  # the service still starts; /readyz reports why it is not ready
         log.warning("starting without an index: %s", exc)
     if dev:
@@ -87,6 +98,7 @@ def serve(
             # Open this process's query session (ONNX Runtime sessions are per process) before the first
             # request, so no client pays for it.
             searcher.warm()
+        _freeze_heap()
 
     _Gunicorn(
         {
