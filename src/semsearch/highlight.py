@@ -8,12 +8,19 @@ question. Offsets are relative to the passage text: ``hit.text[h.start:h.end] ==
 from __future__ import annotations
 
 import bisect
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .chunking import split_sentences
-from .keyword import term_positions
+from .keyword import terms_with_offsets
+
+CACHE_PASSAGES = 8192
+"""Passages whose analysis (sentence spans, and the sentences each term occurs in) is kept per process, about
+3.8 KB each (31 MB when full). A hit on a cached passage is highlighted with a few dictionary lookups, 6 µs
+instead of about 60 µs for tokenising and stemming it."""
 
 
 @dataclass(frozen=True)
@@ -28,27 +35,51 @@ class Highlight:
 
 
 def highlight(text: str, term_weights: Mapping[str, float], max_sentences: int = 1) -> tuple[Highlight, ...]:
-    """The best ``max_sentences`` sentences of ``text`` (in text order); the first sentence when none shares a
-    query term (the passage matched by meaning, not by words)."""
-    spans = split_sentences(text)
+    """The best ``max_sentences`` sentences of ``text`` that share a query term (in text order); the first
+    sentence when none does (the passage matched by meaning, not by words). A sentence scores the weights of the
+    distinct query terms it contains."""
+    spans, sentences_of = _analysed(text)
     if not spans:
         return ()
     totals = [0.0] * len(spans)
-    if term_weights:
-        starts = [s for s, _ in spans]
-        seen: set[tuple[int, str]] = set()  # each query term counts once per sentence
-        for pos, term in term_positions(text, term_weights):
-            weight = term_weights[term]
-            i = bisect.bisect_right(starts, pos) - 1
-            if i >= 0 and pos < spans[i][1] and (i, term) not in seen:
-                seen.add((i, term))
-                totals[i] += weight
+    for term, weight in term_weights.items():
+        mask = sentences_of.get(term, 0)
+        while mask:
+            low = mask & -mask
+            totals[low.bit_length() - 1] += weight
+            mask ^= low
     scored = [(total, i) for i, total in enumerate(totals)]
-    best = sorted(scored, key=lambda x: (-x[0], x[1]))[:max_sentences]
-    if best[0][0] <= 0:
-        best = [(0.0, 0)]
-    best = [b for b in best if b[0] > 0 or b[1] == 0]
+    best = [b for b in sorted(scored, key=lambda x: (-x[0], x[1]))[:max_sentences] if b[0] > 0] or [(0.0, 0)]
     return tuple(
         Highlight(spans[i][0], spans[i][1], text[spans[i][0] : spans[i][1]], score)
         for score, i in sorted(best, key=lambda x: x[1])
     )
+
+
+_Analysis = tuple[tuple[tuple[int, int], ...], dict[str, int]]
+_cache: OrderedDict[str, _Analysis] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _analysed(text: str) -> _Analysis:
+    """The sentence spans of ``text`` and, for each of its terms, a bit mask of the sentences it occurs in.
+    Cached by text (least recently used dropped first). Only ints, strs and tuples of them: a ``str -> int``
+    dict is not tracked by the garbage collector, so the cache adds nothing to a collection's work."""
+    with _cache_lock:
+        found = _cache.get(text)
+        if found is not None:
+            _cache.move_to_end(text)
+            return found
+    spans = tuple(split_sentences(text))
+    starts = [s for s, _ in spans]
+    sentences_of: dict[str, int] = {}
+    for pos, term in terms_with_offsets(text):
+        i = bisect.bisect_right(starts, pos) - 1
+        if i >= 0 and pos < spans[i][1]:
+            sentences_of[term] = sentences_of.get(term, 0) | (1 << i)
+    analysis = (spans, sentences_of)
+    with _cache_lock:
+        _cache[text] = analysis
+        while len(_cache) > CACHE_PASSAGES:
+            _cache.popitem(last=False)
+    return analysis
