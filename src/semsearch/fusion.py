@@ -26,6 +26,7 @@ one retriever returned is scored by the other too), so no method has to guess a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,24 +57,35 @@ def standardise(scores: np.ndarray) -> np.ndarray:
     """z-scores over the candidates; all zeros when the scores do not vary."""
     if scores.size == 0:
         return scores.astype(np.float64)
-    std = float(np.std(scores))
+    scores = np.asarray(scores, dtype=np.float64)
+    centred = scores - scores.mean()
+    std = math.sqrt(float(np.dot(centred, centred)) / scores.size)
     if std < 1e-9:
-        return np.zeros_like(scores, dtype=np.float64)
-    return (scores - float(np.mean(scores))) / std
+        return np.zeros_like(scores)
+    centred /= std
+    return centred
 
 
-def peakedness(scores: np.ndarray) -> float:
-    """How far the best score stands above the candidates' distribution, in standard deviations (>= 0)."""
-    z = standardise(scores)
+def peakedness(scores: np.ndarray, z: np.ndarray | None = None) -> float:
+    """How far the best score stands above the candidates' distribution, in standard deviations (>= 0).
+    ``z``: the scores already standardised, if at hand."""
+    z = standardise(scores) if z is None else z
     return max(float(z.max()) if z.size else 0.0, 0.0)
 
 
-def adaptive_keyword_weight(dense: np.ndarray, keyword: np.ndarray, cap: float = ADAPTIVE_MAX_KEYWORD_WEIGHT) -> float:
+def adaptive_keyword_weight(
+    dense: np.ndarray,
+    keyword: np.ndarray,
+    cap: float = ADAPTIVE_MAX_KEYWORD_WEIGHT,
+    z_dense: np.ndarray | None = None,
+    z_keyword: np.ndarray | None = None,
+) -> float:
     """``cap`` times the keyword retriever's share of the total peakedness: 0 for a flat keyword ranking or no
-    keyword match, ``cap / 2`` when both are equally peaked, up to ``cap`` when only keyword matching is."""
+    keyword match, ``cap / 2`` when both are equally peaked, up to ``cap`` when only keyword matching is.
+    ``z_dense``/``z_keyword``: the scores already standardised, if at hand."""
     if keyword.size == 0 or float(np.max(keyword)) <= 0.0:
         return 0.0
-    p_dense, p_keyword = peakedness(dense), peakedness(keyword)
+    p_dense, p_keyword = peakedness(dense, z_dense), peakedness(keyword, z_keyword)
     if p_dense + p_keyword <= 0:
         return 0.0
     return cap * p_keyword / (p_dense + p_keyword)
@@ -104,12 +116,13 @@ def fuse(
         scores = 1.0 / (RRF_K + _ranks(dense)) + 1.0 / (RRF_K + _ranks(keyword))
         weight = 0.5
     elif method in ("zscore", "adaptive"):
+        z_dense, z_keyword = standardise(dense), standardise(keyword)
         if method == "zscore":
             w = ZSCORE_KEYWORD_WEIGHT if weight is None else weight
         else:
             cap = ADAPTIVE_MAX_KEYWORD_WEIGHT if weight is None else weight
-            w = adaptive_keyword_weight(dense, keyword, cap) * coverage_gate(coverage)
-        scores = (1.0 - w) * standardise(dense) + w * standardise(keyword)
+            w = adaptive_keyword_weight(dense, keyword, cap, z_dense, z_keyword) * coverage_gate(coverage)
+        scores = (1.0 - w) * z_dense + w * z_keyword
         weight = w
     else:
         raise ValueError(f"unknown fusion {method!r} (choose from {', '.join(FUSIONS)})")
