@@ -230,13 +230,20 @@ def wait_for_new_version(client: FlaskClient, old: str, timeout: float = 20.0) -
         time.sleep(0.02)
 
 
-def test_a_new_version_loads_off_the_request_path(
-    corpus_dir: Path, settings: Settings, built_index, fake_embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While a published version is still loading, requests are answered at once from the current one."""
+@pytest.fixture
+def following(built_index, settings: Settings, fake_embedder) -> Iterator[tuple[FlaskClient, str]]:
+    """A test client of an app that checks for new versions on every request, and the version it serves."""
     app = create_app(settings.with_(reload_check_seconds=0), embedder=fake_embedder)
     client = app.test_client()
-    old = client.get("/stats").get_json()["index_version"]
+    yield client, client.get("/stats").get_json()["index_version"]
+    app.extensions["semsearch"].close()
+
+
+def test_a_new_version_loads_off_the_request_path(
+    following: tuple[FlaskClient, str], corpus_dir: Path, settings: Settings, fake_embedder, monkeypatch
+) -> None:
+    """While a published version is still loading, requests are answered at once from the current one."""
+    client, old = following
     loading, release = threading.Event(), threading.Event()
     warm = IndexVersion.warm
 
@@ -260,15 +267,12 @@ def test_a_new_version_loads_off_the_request_path(
     finally:
         release.set()
     assert wait_for_new_version(client, old)["articles"] == 4
-    app.extensions["semsearch"].close()
 
 
 def test_a_version_that_fails_to_load_is_reported_and_the_current_one_kept(
-    corpus_dir: Path, settings: Settings, built_index, fake_embedder, monkeypatch: pytest.MonkeyPatch
+    following: tuple[FlaskClient, str], corpus_dir: Path, settings: Settings, fake_embedder, monkeypatch
 ) -> None:
-    app = create_app(settings.with_(reload_check_seconds=0), embedder=fake_embedder)
-    client = app.test_client()
-    old = client.get("/stats").get_json()["index_version"]
+    client, old = following
     attempts: list[str] = []
     warm = IndexVersion.warm
 
@@ -298,7 +302,6 @@ def test_a_version_that_fails_to_load_is_reported_and_the_current_one_kept(
     build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
     after = wait_for_new_version(client, old)
     assert after["reload_error"] is None and after["index_version"] != bad
-    app.extensions["semsearch"].close()
 
 
 def test_admin_reload_needs_the_token(client: FlaskClient) -> None:
