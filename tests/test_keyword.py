@@ -92,21 +92,25 @@ def test_analyse_with_offsets_gives_the_same_terms_at_their_words() -> None:
         "the and of",
     ],
 )
-def test_cached_stemming_equals_analyse_with_offsets(text: str) -> None:
-    from semsearch.keyword import analyse_with_offsets, terms_with_offsets
+def test_analyse_with_offsets_on_odd_texts_from_a_cold_and_a_warm_stem_cache(text: str) -> None:
+    from semsearch import keyword
 
-    assert terms_with_offsets(text) == analyse_with_offsets(text)
-    assert terms_with_offsets(text) == analyse_with_offsets(text)  # now from the stem cache
+    keyword._local.stems = {}  # cold
+    pairs = keyword.analyse_with_offsets(text)
+    assert [t for _, t in pairs] == analyse(text)
+    for pos, term in pairs:
+        assert analyse(text[pos:])[0] == term  # the offset is where the term's word starts
+    assert keyword.analyse_with_offsets(text) == pairs  # warm
 
 
-def test_cached_stemming_on_the_sample_corpus() -> None:
-    from semsearch.keyword import analyse_with_offsets, terms_with_offsets
+def test_analyse_with_offsets_on_the_sample_corpus() -> None:
+    from semsearch.keyword import analyse_with_offsets
 
     from .conftest import SAMPLE_CORPUS
 
     for path in sorted(SAMPLE_CORPUS.rglob("*.txt")):
         text = path.read_text(encoding="utf-8")
-        assert terms_with_offsets(text) == analyse_with_offsets(text)
+        assert [t for _, t in analyse_with_offsets(text)] == analyse(text)
 
 
 def test_scores_for_and_rows_for_follow_passage_ids_in_any_order(tmp_path: Path) -> None:

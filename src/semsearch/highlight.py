@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chunking import split_sentences
-from .keyword import terms_with_offsets
+from .keyword import analyse_with_offsets
 
 CACHE_PASSAGES = 8192
 """Passages whose analysis (sentence spans, and the sentences each term occurs in) is kept per process, about
@@ -73,7 +73,7 @@ def _analysed(text: str) -> _Analysis:
     spans = tuple(split_sentences(text))
     starts = [s for s, _ in spans]
     sentences_of: dict[str, int] = {}
-    for pos, term in terms_with_offsets(text):
+    for pos, term in analyse_with_offsets(text):
         i = bisect.bisect_right(starts, pos) - 1
         if i >= 0 and pos < spans[i][1]:
             sentences_of[term] = sentences_of.get(term, 0) | (1 << i)

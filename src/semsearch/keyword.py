@@ -63,16 +63,6 @@ def analyse(text: str) -> list[str]:
     return _stemmer().stemWords(words) if words else []
 
 
-def analyse_with_offsets(text: str) -> list[tuple[int, str]]:
-    """The terms of ``text`` (as :func:`analyse`) with the character offset of the word each came from, in one
-    pass and one stemmer call (for highlighting many sentences at once)."""
-    stopwords = _stopwords()
-    words = [(m.start(), w) for m in _TOKEN.finditer(text) if (w := m.group().lower()) not in stopwords]
-    if not words:
-        return []
-    return list(zip((pos for pos, _ in words), _stemmer().stemWords([w for _, w in words]), strict=True))
-
-
 _STEM_CACHE_MAX = 100_000
 
 
@@ -88,16 +78,18 @@ def _stems(words: set[str]) -> dict[str, str]:
     return cache
 
 
-def terms_with_offsets(text: str) -> list[tuple[int, str]]:
-    """:func:`analyse_with_offsets`, with the stems taken from the per-thread cache (one dict lookup per word
-    instead of a stemmer call), for analysing many passages."""
-    lower = text.lower()
-    if len(lower) != len(text):  # lower-casing changed the length (rare characters): offsets need the slow path
-        return analyse_with_offsets(text)
+def analyse_with_offsets(text: str) -> list[tuple[int, str]]:
+    """The terms of ``text`` (as :func:`analyse`) with the character offset of the word each came from. Stems come
+    from the per-thread cache (one dict lookup per word instead of a stemmer call), for analysing many passages."""
+    lower = text.lower()  # lower-cased before tokenising, as the index was built (see analyse)
     stopwords = _stopwords()
-    matches = [(m.start(), w) for m in _TOKEN.finditer(lower) if (w := m.group()) not in stopwords]
-    stems = _stems({w for _, w in matches})
-    return [(pos, stems[w]) for pos, w in matches]
+    words = [(m.start(), w) for m in _TOKEN.finditer(lower) if (w := m.group()) not in stopwords]
+    if len(lower) != len(text) and words:
+        # A character lower-cased to several ("İ" -> "i̇"): map offsets in ``lower`` back to ``text``.
+        origin = [i for i, char in enumerate(text) for _ in char.lower()]
+        words = [(origin[min(pos, len(origin) - 1)], w) for pos, w in words]
+    stems = _stems({w for _, w in words})
+    return [(pos, stems[w]) for pos, w in words]
 
 
 def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dict[str, Any]:
