@@ -3,15 +3,16 @@
 
 On SciFact: dense / keyword / hybrid (each fusion setting), with and without title context, at two chunk sizes
 (the model window of 256 word pieces, and 128). On the extra sets from scripts/make_eval_sets.py (bbc-headlines,
-bbc-passages, sample-questions, sample-passages): every mode and fusion at the default chunking. Each index is built once per
-chunking configuration (kept under bench-results/ablation/ so reruns are incremental), query embeddings are
-computed once, and every row runs through the real Searcher at document level, as ``semsearch eval`` scores.
+bbc-passages, sample-questions, sample-passages, dict-defs): every mode and fusion at the default chunking. Each
+index is built once per chunking configuration (kept under bench-results/ablation/ so reruns are incremental),
+query embeddings are computed once, and every row runs through the real Searcher at the level the set's
+judgements name (document or passage), as ``semsearch eval`` scores.
 Prints one JSON object: the rows plus, per dataset, whether the default (hybrid/adaptive) is within 1% of the
 better of dense and keyword.
 
 The fusion settings compared are the handful documented in docs/quality.md; nothing is fitted to the queries.
 
-    python scripts/ablation.py [--quick] [--sets scifact,bbc-headlines,bbc-passages,sample-questions,sample-passages]
+    python scripts/ablation.py [--quick] [--sets scifact,bbc-headlines,bbc-passages,sample-questions,...]
 """
 
 from __future__ import annotations
@@ -32,16 +33,18 @@ SHARED = ROOT.parent / "shared" / "datasets"
 WORK = ROOT / "bench-results" / "ablation"
 SETS = ROOT / "bench-results" / "eval-sets"
 
-# (mode, fusion, keyword weight or cap); None = the documented default. "adaptive-ungated" is the adaptive
-# fusion without its keyword-coverage gate (peakedness only: the session-1 default).
+# (mode, fusion, keyword weight or cap); None = the documented default. Variants of the adaptive fusion:
+# "adaptive-passage" takes each passage's own keyword score and gates the weight at coverage 0.15-0.4 (the
+# session-2 default); "adaptive-ungated" takes the own score with no gate (peakedness only: the session-1
+# default).
 GRID: list[tuple[str, str | None, float | None]] = [
     ("dense", None, None),
     ("keyword", None, None),
     ("hybrid", "adaptive", None),
     ("hybrid", "adaptive", 0.5),
     ("hybrid", "adaptive", 1.0),
+    ("hybrid", "adaptive-passage", None),
     ("hybrid", "adaptive-ungated", None),
-    ("hybrid", "adaptive-ungated", 0.5),
     ("hybrid", "zscore", 0.3),
     ("hybrid", "zscore", 0.5),
     ("hybrid", "rrf", None),
@@ -69,21 +72,26 @@ class CachingEmbedder:
 
 
 @contextlib.contextmanager
-def ungated(active: bool) -> Iterator[None]:
+def variant(name: str | None) -> Iterator[None]:
+    """The adaptive fusion as one of the earlier defaults (see GRID) while the block runs."""
     from semsearch import fusion
 
-    saved = fusion.coverage_gate
-    if active:
+    saved = fusion.own_share, fusion.coverage_gate
+    if name in ("adaptive-passage", "adaptive-ungated"):
+        fusion.own_share = lambda coverage: 1.0  # type: ignore[assignment]
+    if name == "adaptive-passage":
+        fusion.coverage_gate = lambda coverage: fusion.ramp(coverage, 0.15, 0.4)  # type: ignore[assignment]
+    if name == "adaptive-ungated":
         fusion.coverage_gate = lambda coverage: 1.0  # type: ignore[assignment]
     try:
         yield
     finally:
-        fusion.coverage_gate = saved
+        fusion.own_share, fusion.coverage_gate = saved
 
 
 def run(dataset: Path, name: str, chunking_name: str, settings: Any, embedder: Any, rows: list[dict[str, Any]]) -> None:
     from semsearch import Searcher
-    from semsearch.evaluation import load_beir, rank_documents, score_run
+    from semsearch.evaluation import evaluation_level, load_beir, rank_documents, rank_passages, score_run
     from semsearch.indexing import apply_articles
 
     data = load_beir(dataset)
@@ -93,17 +101,20 @@ def run(dataset: Path, name: str, chunking_name: str, settings: Any, embedder: A
     index_seconds = time.perf_counter() - started
     qids = [q for q in data.qrels if q in data.queries]
     queries = [data.queries[q] for q in qids]
+    level = evaluation_level(data)
+    rank = rank_passages if level == "passage" else rank_documents
     for mode, fusion, weight in GRID:
-        method = (fusion or "adaptive").removesuffix("-ungated")
+        method = (fusion or "adaptive").split("-")[0]
         started = time.perf_counter()
         with (
-            ungated(fusion == "adaptive-ungated"),
+            variant(fusion),
             Searcher.open(index_dir, settings, embedder=embedder, fusion=method, fusion_weight=weight) as searcher,
         ):
-            ranked = rank_documents(searcher, queries, mode)
+            ranked = rank(searcher, queries, mode)
             passages = searcher.manifest.passages
         metrics = score_run(data.qrels, dict(zip(qids, ranked, strict=True)))
-        rows.append({"dataset": name, "chunking": chunking_name, "mode": mode, "fusion": fusion, "weight": weight,
+        rows.append({"dataset": name, "level": level, "chunking": chunking_name, "mode": mode, "fusion": fusion,
+                     "weight": weight,
                      "ndcg@10": round(metrics["ndcg@10"], 4), "recall@100": round(metrics["recall@100"], 4),
                      "mrr@10": round(metrics["mrr@10"], 4), "queries": int(metrics["queries"]),
                      "passages": passages, "index_seconds": round(index_seconds, 1),
@@ -129,7 +140,9 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="default chunking only")
-    parser.add_argument("--sets", default="scifact,bbc-headlines,bbc-passages,sample-questions,sample-passages")
+    parser.add_argument(
+        "--sets", default="scifact,bbc-headlines,bbc-passages,sample-questions,sample-passages,dict-defs"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "ablation.json")
     args = parser.parse_args()
     from semsearch import ChunkSettings, Settings

@@ -5,21 +5,31 @@
   *without* its headline (so the task is to recognise the story from its text, not to match the title).
 - ``sample-questions``: the paraphrased questions of examples/articles/QUESTIONS.md over the sample corpus;
   written to share few words with the answers, so keyword matching is weak there.
-- ``sample-passages``: the same questions at *passage* level: every passage of the sample corpus (as the default
-  chunking cuts it) is a document, and the relevant one is the passage that holds the answer sentence. This is
-  the RAG case: finding the article is not enough, the answer paragraph has to rank first.
+- ``sample-passages``: the same questions at *passage* level: the corpus is the sample articles, and the
+  judgements name the passage that holds the answer sentence as ``<article id>#<ordinal>`` (as the default
+  chunking cuts the article), so ``semsearch eval`` ranks passages of an article index. This is the RAG case:
+  finding the article is not enough, the answer paragraph has to rank first.
 - ``bbc-passages``: the same at scale: 60 questions (scripts/data/bbc_passage_questions.jsonl, 12 per bbc-news
   section, mostly not about the lede) over every passage of bbc-news (about 9,400). The questions paraphrase
   their answer paragraph the way a reader who has not seen it would ask; about half name a well-known entity.
+- ``dict-defs``: a reverse dictionary, where keyword matching is weak: each query is the WordNet 3.0 gloss of a
+  noun with one sense, and its relevant document is the same word's definition in Webster's 1913 dictionary
+  (GCIDE), among 20,000 GCIDE definitions. Two independently written definitions of one concept: a paraphrase
+  task with one short document per id, as in most BEIR sets. Built from Debian's ``wordnet-base`` and
+  ``dict-gcide`` packages (``apt-get download``; skipped when they cannot be had). Definitions GCIDE took from
+  WordNet are left out.
 
-    python scripts/make_eval_sets.py [--out bench-results/eval-sets]
+    python scripts/make_eval_sets.py [--out bench-results/eval-sets] [--debs DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import random
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,16 +62,14 @@ def write_passage_set(
     labelled: list[tuple[str, Any, str]],
     embedder: Any,
 ) -> None:
-    """A passage-level set: every passage of ``articles`` (as the default chunking cuts it) is a document titled
-    with its article's headline; a query's relevant documents are the passages that overlap its answer text
-    (one, or two when a long paragraph was split inside the answer)."""
+    """A passage-level set: the corpus is ``articles``; a query's relevant documents are the passages (as the
+    default chunking cuts them, ``<article id>#<ordinal>``) that overlap its answer text (one, or two when a long
+    paragraph was split inside the answer)."""
     from semsearch import ChunkSettings
     from semsearch.chunking import chunk_article
 
     passages = {a.id: chunk_article(a, ChunkSettings(), embedder.count_tokens, embedder.max_tokens) for a in articles}
-    corpus = [
-        {"_id": f"{a.id}#{p.ordinal}", "title": a.title, "text": p.text} for a in articles for p in passages[a.id]
-    ]
+    corpus = [{"_id": a.id, "title": a.title, "text": a.text} for a in articles]
     qrels = []
     for qid, article, answer in labelled:
         at = article.text.find(answer)
@@ -72,11 +80,134 @@ def write_passage_set(
             raise SystemExit(f"{qid}: the answer is in no indexed passage of {article.id} (boilerplate?)")
         qrels.extend((qid, f"{article.id}#{p.ordinal}") for p in holding)
     write_beir(out, corpus, queries, qrels)
+    # The index must cut the articles read back from corpus.jsonl exactly as above, or the ordinals mislead.
+    from semsearch.evaluation import load_beir
+
+    for article in load_beir(out).corpus.articles:
+        again = chunk_article(article, ChunkSettings(), embedder.count_tokens, embedder.max_tokens)
+        if [(p.start, p.end) for p in again] != [(p.start, p.end) for p in passages[article.id]]:
+            raise SystemExit(f"{out}: {article.id} is chunked differently when read back")
+
+
+DICT_PACKAGES = ("wordnet-base", "dict-gcide")
+DICT_QUERIES, DICT_DOCS, DICT_SEED = 1000, 20000, 20261124
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_GCIDE_SOURCE = re.compile(r"\[(1913 Webster|Webster 1913 Suppl\.|PJC|WordNet 1\.5|RN|Century Dict\.)[^\]]*\]")
+
+
+def _unpacked_debs(debs: Path) -> Path | None:
+    """Download and unpack the dictionary packages under ``debs`` (once); None when they cannot be had."""
+    root = debs / "root"
+    if (root / "usr/share/dictd/gcide.index").is_file() and (root / "usr/share/wordnet/data.noun").is_file():
+        return root
+    debs.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["apt-get", "download", *DICT_PACKAGES], cwd=debs, check=True, capture_output=True)
+        for deb in debs.glob("*.deb"):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"dict-defs skipped: cannot get {', '.join(DICT_PACKAGES)} ({exc})", file=sys.stderr)
+        return None
+    return root
+
+
+def _gcide_definition(word: str, block: str) -> tuple[str, bool] | None:
+    """The first definition of a GCIDE entry as plain text, and whether the entry is a noun with one sense; None
+    for an entry that does not parse, or whose definition GCIDE took from WordNet."""
+    m = re.match(r"\s*(\S+) \\[^\\]*\\(.*)", block, re.S)
+    if not m or m.group(1).lower() != word:
+        return None
+    head = re.match(r"\s*,?\s*(n\.|a\.|v\. [ti]\.|adv\.)", m.group(2))
+    if not head:
+        return None
+    body = m.group(2)[head.end() :]
+    one_noun = head.group(1) == "n." and not re.search(r"\n\s+2\. ", body)
+    cut = _GCIDE_SOURCE.search(body)
+    if not cut or cut.group(1).startswith("WordNet") or "Syn:" in body[: cut.start()]:
+        return None
+    body = body[: cut.start()]
+    if re.match(r"[^\n]*\[", body):  # etymology: the first bracketed group
+        body = re.sub(r"^[^\[\n]*?\[[^\]]*\]", "", body, count=1, flags=re.S)
+    body = re.sub(r"^\s*;?\s*pl\.\s*\{[^}]*\}[^\n]*", "", body)
+    body = re.sub(r"\([A-Z][a-z]+\.(?: [A-Z][a-z]+\.)?\)", "", body)  # field labels: (Geol.)
+    body = re.sub(r"--[A-Z][\w. ]*\.?\s*$", "", body.strip())  # a quoted author
+    body = re.sub(r"^\s*1\.\s*", "", body.strip())
+    body = re.sub(r"\[[^\]]*\]", "", body.replace("{", "").replace("}", ""))
+    body = re.sub(r"\s+", " ", body).strip(" ;,")
+    if len(body.split()) < 5 or "\\" in body:
+        return None
+    return body, one_noun
+
+
+def write_dictionary_set(out: Path, debs: Path) -> int | None:
+    """The ``dict-defs`` set (module docstring); the number of queries, or None when skipped."""
+    root = _unpacked_debs(debs)
+    if root is None:
+        return None
+
+    def number(text: str) -> int:
+        value = 0
+        for ch in text:
+            value = value * 64 + _B64.index(ch)
+        return value
+
+    with gzip.open(root / "usr/share/dictd/gcide.dict.dz") as fh:
+        data = fh.read()
+    blocks: dict[str, list[str]] = {}
+    for line in (root / "usr/share/dictd/gcide.index").read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and re.fullmatch(r"[A-Za-z]+", parts[0]):
+            start, length = number(parts[1]), number(parts[2])
+            blocks.setdefault(parts[0].lower(), []).append(data[start : start + length].decode("utf-8", "replace"))
+    gcide: dict[str, str] = {}
+    one_sense: set[str] = set()
+    for word, entries in blocks.items():
+        parsed = [d for d in (_gcide_definition(word, b) for b in entries) if d]
+        if parsed:
+            gcide[word] = parsed[0][0]
+            if len(parsed) == 1 and len(entries) == 1 and parsed[0][1]:
+                one_sense.add(word)
+    wordnet = root / "usr/share/wordnet"
+    monosemous = set()
+    for line in (wordnet / "index.noun").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if not line.startswith(" ") and fields[0].isalpha() and int(fields[2]) == 1:
+            monosemous.add(fields[0])
+    gloss: dict[str, str] = {}
+    for line in (wordnet / "data.noun").read_text(encoding="utf-8").splitlines():
+        if line.startswith(" "):
+            continue
+        head, _, text = line.partition(" | ")
+        fields = head.split()
+        definition = re.split(r';\s*"', text.strip())[0].strip(" ;")  # examples follow in quotes
+        for i in range(int(fields[3], 16)):
+            word = fields[4 + 2 * i].lower()
+            if word in monosemous:
+                gloss[word] = definition
+    usable = sorted(
+        w for w in gloss
+        if w in one_sense and len(gloss[w].split()) >= 4 and not re.search(rf"\b{w}", gloss[w], re.I)
+    )  # fmt: skip
+    rng = random.Random(DICT_SEED)
+    words = rng.sample(usable, DICT_QUERIES)
+    others = sorted(set(gcide) - set(words))
+    docs = sorted(set(words) | set(rng.sample(others, DICT_DOCS - DICT_QUERIES)))
+    write_beir(
+        out,
+        [{"_id": w, "title": w, "text": gcide[w]} for w in docs],
+        [{"_id": f"q-{w}", "text": gloss[w]} for w in words],
+        [(f"q-{w}", w) for w in words],
+    )
+    return len(words)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "eval-sets")
+    parser.add_argument(
+        "--debs", type=Path, default=ROOT / "bench-results" / "debs",
+        help="where the Debian packages for dict-defs are downloaded and unpacked",
+    )  # fmt: skip
     args = parser.parse_args()
     from semsearch import Settings
     from semsearch.articles import load_articles
@@ -120,6 +251,9 @@ def main() -> int:
         labelled = [(q["id"], bbc[q["file"]], q["answer"]) for q in questions]
         write_passage_set(args.out / "bbc-passages", list(bbc.values()), queries, labelled, embedder)
         counts["bbc_passages"] = len(queries)
+    dict_counts = write_dictionary_set(args.out / "dict-defs", args.debs)
+    if dict_counts:
+        counts["dict_defs"] = dict_counts
     print(json.dumps({"out": str(args.out), **counts}))
     return 0
 

@@ -36,11 +36,11 @@ def main() -> None:
         # Half the files of the new version are on disk (metadata), the rest (keyword index, vectors) are not.
         original_build = indexing.build_keyword_index
 
-        def slow_build(ids, texts, out_dir):  # type: ignore[no-untyped-def]
+        def slow_build(ids, texts, out_dir, articles=None):  # type: ignore[no-untyped-def]
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "partial.npy").write_bytes(b"\x93NUMPY partial")
             pause(marker)
-            return original_build(ids, texts, out_dir)
+            return original_build(ids, texts, out_dir, articles)
 
         indexing.build_keyword_index = slow_build
     elif stage == "before-switch":

@@ -7,10 +7,14 @@ from semsearch.fusion import (
     ADAPTIVE_MAX_KEYWORD_WEIGHT,
     COVERAGE_FLOOR,
     COVERAGE_FULL,
+    KEYWORD_COVERAGE_MIN,
+    KEYWORD_COVERAGE_TRUSTED,
     RRF_K,
     adaptive_keyword_weight,
+    article_best,
     coverage_gate,
     fuse,
+    own_share,
     peakedness,
     standardise,
 )
@@ -80,12 +84,15 @@ def test_fuse_rejects_mismatched_inputs_and_unknown_methods() -> None:
     assert fuse(np.zeros(0), np.zeros(0)).order.size == 0
 
 
-def test_coverage_gate_is_zero_below_the_floor_one_above_full_and_linear_between() -> None:
-    assert coverage_gate(None) == 1.0
-    assert coverage_gate(0.0) == 0.0 and coverage_gate(COVERAGE_FLOOR) == 0.0
-    assert coverage_gate(COVERAGE_FULL) == 1.0 and coverage_gate(0.99) == 1.0
-    middle = (COVERAGE_FLOOR + COVERAGE_FULL) / 2
-    assert coverage_gate(middle) == pytest.approx(0.5)
+@pytest.mark.parametrize(
+    ("ramp", "low", "high"),
+    [(coverage_gate, KEYWORD_COVERAGE_MIN, KEYWORD_COVERAGE_TRUSTED), (own_share, COVERAGE_FLOOR, COVERAGE_FULL)],
+)
+def test_coverage_ramps_are_zero_below_their_floor_one_above_and_linear_between(ramp, low, high) -> None:  # type: ignore[no-untyped-def]
+    assert ramp(None) == 1.0
+    assert ramp(0.0) == 0.0 and ramp(low) == 0.0
+    assert ramp(high) == 1.0 and ramp(0.99) == 1.0
+    assert ramp((low + high) / 2) == pytest.approx(0.5)
 
 
 def test_adaptive_keyword_weight_is_scaled_by_the_coverage_gate() -> None:
@@ -95,10 +102,52 @@ def test_adaptive_keyword_weight_is_scaled_by_the_coverage_gate() -> None:
     assert peaked_only > 0.3
     full = fuse(dense, keyword, "adaptive", coverage=0.9)
     assert full.keyword_weight == pytest.approx(peaked_only) and full.order[0] == 0
-    half = fuse(dense, keyword, "adaptive", coverage=(COVERAGE_FLOOR + COVERAGE_FULL) / 2)
+    half = fuse(dense, keyword, "adaptive", coverage=(KEYWORD_COVERAGE_MIN + KEYWORD_COVERAGE_TRUSTED) / 2)
     assert half.keyword_weight == pytest.approx(peaked_only / 2)
-    # A keyword match that covers little of the query (a paraphrase): dense order, untouched.
-    low = fuse(dense, keyword, "adaptive", coverage=COVERAGE_FLOOR / 2)
+    # A keyword match that covers almost none of the query: dense order, untouched.
+    low = fuse(dense, keyword, "adaptive", coverage=KEYWORD_COVERAGE_MIN / 2)
     assert low.keyword_weight == 0.0 and low.order.tolist() == [1, 0, 2, 4, 3]
     # Fixed-weight fusions ignore coverage.
     assert fuse(dense, keyword, "zscore", 0.3, coverage=0.0).keyword_weight == 0.3
+
+
+def test_article_best_gives_each_candidate_its_articles_best_score() -> None:
+    scores = np.array([1.0, 5.0, 2.0, 0.0, 3.0])
+    articles = np.array([7, 7, 3, 9, 3])
+    assert article_best(scores, articles).tolist() == [5.0, 5.0, 3.0, 0.0, 3.0]
+    assert article_best(scores, np.arange(5)).tolist() == scores.tolist()
+
+
+# Article A has a lede (0) that repeats the question's incidental words and the answer paragraph (1), which
+# dense similarity prefers; article B (2, 3) is off topic. Other candidates fill the distribution.
+_DENSE = np.array([0.52, 0.60, 0.40, 0.35, 0.30, 0.28, 0.25, 0.20])
+_KEYWORD = np.array([6.0, 0.5, 1.0, 0.0, 0.0, 0.3, 0.0, 0.0])
+_ARTICLES = np.array([0, 0, 1, 1, 2, 3, 4, 5])
+
+
+def test_weak_keyword_evidence_picks_the_article_and_dense_the_passage() -> None:
+    weak = KEYWORD_COVERAGE_TRUSTED  # full keyword weight, but keyword evidence at the article level
+    assert weak <= COVERAGE_FLOOR
+    # Passage by passage, the lede's keyword peak outranks the answer ...
+    assert fuse(_DENSE, _KEYWORD, "adaptive", coverage=weak).order[0] == 0
+    # ... pooled by article, both passages of A get its keyword evidence and dense picks the answer, A stays
+    # above B, and the keyword weight is as large as before.
+    pooled = fuse(_DENSE, _KEYWORD, "adaptive", coverage=weak, articles=_ARTICLES)
+    assert pooled.order[:2].tolist() == [1, 0]
+    assert pooled.keyword_weight > 0.3
+    # A query the keyword match covers well keeps passage-level evidence: the lede (which matches it) first.
+    assert fuse(_DENSE, _KEYWORD, "adaptive", coverage=0.9, articles=_ARTICLES).order[0] == 0
+
+
+def test_articles_of_one_passage_each_change_nothing_and_fixed_fusions_ignore_articles() -> None:
+    for coverage in (0.0, 0.1, 0.2, 0.9):
+        alone = fuse(_DENSE, _KEYWORD, "adaptive", coverage=coverage)
+        separate = fuse(_DENSE, _KEYWORD, "adaptive", coverage=coverage, articles=np.arange(8))
+        assert separate.order.tolist() == alone.order.tolist()
+        assert np.allclose(separate.scores, alone.scores)
+    for method in ("zscore", "rrf"):
+        plain = fuse(_DENSE, _KEYWORD, method, coverage=0.1)
+        pooled = fuse(_DENSE, _KEYWORD, method, coverage=0.1, articles=_ARTICLES)
+        assert np.allclose(plain.scores, pooled.scores)
+    with pytest.raises(ValueError, match="one article per candidate"):
+        fuse(_DENSE, _KEYWORD, "adaptive", articles=_ARTICLES[:3])

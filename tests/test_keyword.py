@@ -125,3 +125,31 @@ def test_scores_for_and_rows_for_follow_passage_ids_in_any_order(tmp_path: Path)
     assert list(picked) == [scores[3], scores[2], 0.0, scores[0]]  # aligned with the ids; 0 for an unknown id
     assert picked[1] > 0 and picked[3] > 0 and picked[0] == 0
     assert index.scores_for(scores, np.zeros(0, dtype=np.int64)).shape == (0,)
+
+
+def test_articles_are_stored_per_row_and_looked_up_by_passage_id(tmp_path: Path) -> None:
+    ids = np.array([42, 7, 19, 3])
+    texts = ["alpha volcano", "beta glacier", "gamma volcano lava", "delta"]
+    build_keyword_index(ids, texts, tmp_path / "kw", articles=np.array([5, 6, 5, 8]))
+    index = KeywordIndex(tmp_path / "kw")
+    assert index.articles.tolist() == [5, 6, 5, 8]
+    assert index.articles_for(np.array([19, 42, 3])).tolist() == [5, 5, 8]
+    unknown = index.articles_for(np.array([19, 1000, 1001]))
+    assert unknown[0] == 5 and unknown[1] < 0 and unknown[2] < 0 and unknown[1] != unknown[2]
+    # Without article numbers, every passage is an article of its own.
+    build_keyword_index(ids, texts, tmp_path / "plain")
+    assert len(set(KeywordIndex(tmp_path / "plain").articles.tolist())) == 4
+    with pytest.raises(ValueError, match="one entry per passage"):
+        build_keyword_index(ids, texts, tmp_path / "bad", articles=np.array([1, 2]))
+
+
+def test_article_numbers_join_passages_of_one_article_and_articles_with_one_title() -> None:
+    from semsearch.keyword import article_numbers
+
+    numbers = article_numbers(
+        [("a", "Harbour works"), ("a", "Harbour works"), ("b", "Harbour works "), ("c", ""), ("c", " "), ("d", "")]
+    ).tolist()
+    # One article; an article with the same title (a corpus cut into passages before indexing); untitled
+    # articles only by their id.
+    assert numbers[0] == numbers[1] == numbers[2]
+    assert numbers[3] == numbers[4] != numbers[5] and numbers[3] != numbers[0]

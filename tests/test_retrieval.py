@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from semsearch import Article, Index, Searcher, Settings, build_index
+from semsearch import Article, ChunkSettings, Index, Searcher, Settings, build_index, fusion
 from semsearch.errors import InvalidRequestError
 from semsearch.filters import SearchFilters
 
@@ -140,6 +141,53 @@ def test_hybrid_finds_an_exact_rare_name_that_dense_misses(tmp_path: Path) -> No
         hybrid = [h.article_id for h in s.search(query, k=3, mode="hybrid")]
     assert dense[0] != "target"  # the model does not know the name: another reef story ranks first
     assert hybrid[0] == "target"  # the exact rare name, found by the keyword side, wins in hybrid
+
+
+def test_weak_keyword_evidence_picks_the_article_and_dense_the_passage(
+    tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paraphrased question shares one word with its article (a place name in the lede) and only function words
+    with the paragraph that answers it. Keyword matching then knows the article but not the passage."""
+    settings = Settings(index_dir=tmp_path / "ix", chunking=ChunkSettings(max_tokens=32))  # a passage per paragraph
+    harbour = Article(id="harbour", title="Harbour works", text=(
+        "Marrow harbour works will begin on Monday and it will be a big job, the port authority said.\n\n"
+        "Once it is over, the pontoons will be lifted out and the cafe will be at the end of the quay.\n\n"
+        "Divers inspected the seabed last year."))  # fmt: skip
+    others = [Article(id=f"o{i}", title=f"Other story {i}",
+                      text=f"The library budget rose in year {i}.\n\nSchool buses run late on route {i}.")
+              for i in range(20)]  # fmt: skip
+    Index(settings.index_dir, settings, embedder=fake_embedder).upsert([harbour, *others])
+    query = "what happens at marrow"
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
+        keyword = s.version.keyword
+        coverage = keyword.coverage(query, float(keyword.scores(query).max()))
+        assert fusion.KEYWORD_COVERAGE_MIN < coverage < fusion.COVERAGE_FLOOR  # weak, but counted
+        assert [h.paragraph for h in s.search(query, k=1, mode="keyword")] == [1]  # the lede
+        assert [h.paragraph for h in s.search(query, k=1, mode="dense")] == [2]  # the answer
+        hybrid = s.search(query, k=3, mode="hybrid")
+        assert [(h.article_id, h.paragraph) for h in hybrid[:2]] == [("harbour", 2), ("harbour", 1)]
+        # Keyword evidence passage by passage would put the lede first.
+        monkeypatch.setattr(fusion, "own_share", lambda coverage: 1.0)
+        assert s.search(query, k=1, mode="hybrid")[0].paragraph == 1
+
+
+def test_articles_of_a_format_1_keyword_index_come_from_the_metadata(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    settings = Settings(index_dir=tmp_path / "ix", chunking=ChunkSettings(max_tokens=20))  # 2 passages each
+    Index(settings.index_dir, settings, embedder=fake_embedder).upsert(_articles()[:5])
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
+        version_path = s.version.path
+        built = s.version.keyword
+        records = s.version.passages(built.ids.tolist())
+    article_of = [records[int(p)].article_id for p in built.ids]
+    assert len(set(article_of)) == 5 and len(article_of) == 10
+    same = np.equal.outer(built.articles, built.articles)
+    assert (same == np.equal.outer(np.array(article_of), np.array(article_of))).all()
+    (version_path / "keyword" / "articles.npy").unlink()  # as an index written before keyword format 2
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
+        fallback = s.version.keyword.articles
+    assert (np.equal.outer(fallback, fallback) == same).all()
 
 
 def test_near_duplicate_passages_do_not_flood_the_results(tmp_path: Path, fake_embedder: FakeEmbedder) -> None:

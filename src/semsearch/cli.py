@@ -219,7 +219,8 @@ def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
 @_fail_cleanly
 def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str, fusion: str, as_json: bool) -> None:
     """Index a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) and report nDCG@10, Recall@100 and
-    MRR@10 at document level. With --index-dir the index is kept (and reused incrementally next time)."""
+    MRR@10 at document level, or at passage level when the judgements name passages (DOC_ID#ORDINAL). With
+    --index-dir the index is kept (and reused incrementally next time)."""
     from .evaluation import evaluate_beir
 
     settings = _settings(ctx)

@@ -1,4 +1,13 @@
-"""Retrieval evaluation on BEIR-format datasets, at document level (a document scores by its best passage)."""
+"""Retrieval evaluation on BEIR-format datasets.
+
+Two levels, chosen by what the judgements name:
+
+- *document* (BEIR's own): the judgements name corpus documents, and a document scores by its best passage;
+- *passage*: the judgements name passages as ``<document id>#<ordinal>`` (the passage's position in its document
+  as the index chunks it). The corpus documents are indexed as the articles they are, and the run ranks
+  passages, as ``Searcher.search`` returns them. This is the retrieval-for-RAG case, where finding the article is
+  not enough.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ class EvalReport:
     index_seconds: float
     search_seconds: float
     mode: str
+    level: str = "document"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +58,7 @@ class EvalReport:
             "index_seconds": round(self.index_seconds, 2),
             "search_seconds": round(self.search_seconds, 2),
             "mode": self.mode,
+            "level": self.level,
         }
 
 
@@ -89,6 +100,22 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
     return BeirDataset(corpus, queries, qrels)
 
 
+def evaluation_level(data: BeirDataset) -> str:
+    """``passage`` when the judgements name passages (``<corpus id>#<ordinal>``, not themselves corpus ids),
+    ``document`` when they name documents. Raises :class:`SourceError` for a mix."""
+    corpus_ids = {a.id for a in data.corpus.articles}
+    judged = {doc for docs in data.qrels.values() for doc in docs}
+    passages = {
+        doc for doc in judged
+        if doc not in corpus_ids and "#" in doc and doc.rsplit("#", 1)[1].isdigit() and doc.rsplit("#", 1)[0] in corpus_ids
+    }  # fmt: skip
+    if not passages:
+        return "document"
+    if passages != judged - corpus_ids or judged & corpus_ids:
+        raise SourceError("the judgements mix documents and passages (<document id>#<ordinal>)")
+    return "passage"
+
+
 def score_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, RankedDocs]) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10 with trec_eval's implementation (pytrec_eval), averaged over all
     judged queries (a judged query with no results scores 0)."""
@@ -121,7 +148,7 @@ def evaluate_beir(
     fusion_weight: float | None = None,
 ) -> EvalReport:
     """Index a BEIR dataset with the normal pipeline (incrementally, if ``index_dir`` already holds it) and score
-    the test queries at document level: each document once, scored by its best passage."""
+    the test queries at the level the judgements name (:func:`evaluation_level`)."""
     from .search import Searcher
 
     data = load_beir(directory)
@@ -132,8 +159,10 @@ def evaluate_beir(
         index_seconds = time.perf_counter() - started
         with Searcher.open(target, settings, embedder=embedder, fusion=fusion, fusion_weight=fusion_weight) as searcher:
             qids = [q for q in data.qrels if q in data.queries]
+            level = evaluation_level(data)
+            rank = rank_passages if level == "passage" else rank_documents
             started = time.perf_counter()
-            ranked = rank_documents(searcher, [data.queries[q] for q in qids], mode)
+            ranked = rank(searcher, [data.queries[q] for q in qids], mode)
             search_seconds = time.perf_counter() - started
             passages = searcher.manifest.passages
     metrics = score_run(data.qrels, dict(zip(qids, ranked, strict=True)))
@@ -146,6 +175,7 @@ def evaluate_beir(
         index_seconds=index_seconds,
         search_seconds=search_seconds,
         mode=mode if mode != "hybrid" else f"hybrid/{fusion}",
+        level=level,
     )
 
 
@@ -155,4 +185,15 @@ def rank_documents(searcher: Any, queries: Sequence[str], mode: str, depth: int 
     for query in queries:
         articles = searcher.search_articles(query, k=depth, per_article=1, mode=mode, highlights=False)
         out.append([(a.article_id, a.score) for a in articles])
+    return out
+
+
+def rank_passages(searcher: Any, queries: Sequence[str], mode: str, depth: int = 100) -> list[RankedDocs]:
+    """Top ``depth`` passages per query, as ``Searcher.search`` ranks them, named ``<article id>#<ordinal>``."""
+    out: list[RankedDocs] = []
+    for query in queries:
+        version = searcher.version
+        hits = searcher.search(query, k=depth, mode=mode, highlights=False, version=version)
+        records = version.passages([h.passage_id for h in hits])
+        out.append([(f"{h.article_id}#{records[h.passage_id].ordinal}", h.score) for h in hits])
     return out

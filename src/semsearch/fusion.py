@@ -6,22 +6,33 @@ one retriever returned is scored by the other too), so no method has to guess a 
 - ``rrf``: reciprocal-rank fusion, ``1/(60 + rank_dense) + 1/(60 + rank_keyword)``.
 - ``zscore``: each retriever's scores standardised over the candidates, then ``(1 - w) * dense + w * keyword``
   with a fixed ``w``.
-- ``adaptive`` (default): ``zscore`` with ``w`` chosen per query from two signals:
+- ``adaptive`` (default): ``zscore`` with ``w`` chosen per query, and the keyword evidence taken at the article
+  level when the keyword match is weak. Three signals:
 
   1. how *peaked* each retriever's top result is (its z-score among the candidates): a retriever whose best
      match stands far above the rest (a rare name, an exact phrase) is trusted more than one whose scores are
-     flat;
+     flat. ``w`` is ``cap`` times the keyword retriever's share of the total peakedness.
   2. how much of the query the best keyword match *covers*: its BM25 score as a share of the query's attainable
-     maximum (the sum of its terms' IDF, a term the index has never seen counted at the highest IDF). A
-     paraphrased question shares few words with its answer, so its best keyword match covers little of it
-     (median 0.14 on the sample questions) and ranks whatever repeats the question's incidental words; a claim
-     or headline that names its subject is covered far more (SciFact median 0.35, bbc headlines 0.39). Below
-     ``COVERAGE_FLOOR`` the keyword weight is 0 (dense alone); above ``COVERAGE_FULL`` signal 1 applies in full;
-     linear between.
+     maximum (the sum of its terms' IDF, a term the index has never seen counted at the highest IDF). A claim or
+     headline that names its subject is well covered (median 0.35 on SciFact claims, 0.39 on bbc headlines); a
+     paraphrased question is not (0.14 on the sample questions), and its best keyword matches are the passages
+     that repeat its incidental words.
+  3. the *article* each candidate belongs to. Coverage sets the granularity of the keyword evidence: below
+     ``COVERAGE_FLOOR`` each passage gets its article's best keyword score among the candidates, above
+     ``COVERAGE_FULL`` its own, linearly mixed between. A weak keyword match still says which *article* the query
+     is about (a name, a number, a title word), while the passages of that article all share those words; so
+     keyword evidence picks the article and dense similarity the passage in it. Articles with the same title
+     count as one (:func:`semsearch.keyword.article_numbers`: a corpus cut into passages before indexing).
+     Where each article is a single passage this changes nothing.
 
-  Peakedness alone is not enough: on a small corpus, or among the passages of one article, BM25 is peaked on
-  incidental words, and the keyword weight it gives cost 20 points of nDCG@10 on paraphrased questions at
-  passage level (docs/quality.md). The coverage gate keeps hybrid at the dense result there.
+  Coverage also scales ``w`` itself, but only at the very bottom: from 0 at ``KEYWORD_COVERAGE_MIN`` to full at
+  ``KEYWORD_COVERAGE_TRUSTED``, so a query whose best keyword match covers almost none of it is ranked by dense
+  similarity alone.
+
+  Measured in docs/quality.md: with the keyword score of every passage taken as its own and the weight gated at
+  coverage 0.15-0.4 (the session-2 default), paraphrased questions at passage level kept the dense result but
+  SciFact stayed at 0.719; without any gate, SciFact reached 0.738 but the answer passages of paraphrased
+  questions lost 20 points of nDCG@10 to their articles' ledes. Article-level evidence does both.
 """
 
 from __future__ import annotations
@@ -38,8 +49,12 @@ ZSCORE_KEYWORD_WEIGHT = 0.3
 ADAPTIVE_MAX_KEYWORD_WEIGHT = 0.7
 """Cap on the adaptive keyword weight: dense stays at least an equal partner."""
 COVERAGE_FLOOR = 0.15
-"""Keyword coverage below which the adaptive keyword weight is 0 (see the module docstring)."""
+"""Keyword coverage up to which a passage's keyword evidence is its article's best score (module docstring)."""
 COVERAGE_FULL = 0.4
+"""Keyword coverage from which a passage's keyword evidence is its own score."""
+KEYWORD_COVERAGE_MIN = 0.05
+"""Keyword coverage up to which the adaptive keyword weight is 0."""
+KEYWORD_COVERAGE_TRUSTED = 0.15
 """Keyword coverage from which the adaptive keyword weight is not reduced."""
 
 
@@ -91,11 +106,32 @@ def adaptive_keyword_weight(
     return cap * p_keyword / (p_dense + p_keyword)
 
 
+def ramp(value: float | None, low: float, high: float) -> float:
+    """0 at or below ``low``, 1 at or above ``high``, linear between; 1 when ``value`` is unknown."""
+    if value is None:
+        return 1.0
+    return float(np.clip((value - low) / (high - low), 0.0, 1.0))
+
+
 def coverage_gate(coverage: float | None) -> float:
     """The factor in [0, 1] that the keyword coverage applies to the adaptive keyword weight (1 when unknown)."""
-    if coverage is None:
-        return 1.0
-    return float(np.clip((coverage - COVERAGE_FLOOR) / (COVERAGE_FULL - COVERAGE_FLOOR), 0.0, 1.0))
+    return ramp(coverage, KEYWORD_COVERAGE_MIN, KEYWORD_COVERAGE_TRUSTED)
+
+
+def own_share(coverage: float | None) -> float:
+    """How much of a passage's keyword evidence is its own score rather than its article's best (1 when the
+    coverage is unknown)."""
+    return ramp(coverage, COVERAGE_FLOOR, COVERAGE_FULL)
+
+
+def article_best(scores: np.ndarray, articles: np.ndarray) -> np.ndarray:
+    """Each candidate's article's best score among the candidates (``articles``: one number per candidate)."""
+    numbers, inverse = np.unique(articles, return_inverse=True)
+    if len(numbers) == len(articles):
+        return np.asarray(scores, dtype=np.float64)
+    best = np.full(len(numbers), -np.inf)
+    np.maximum.at(best, inverse, scores)
+    return best[inverse]
 
 
 def fuse(
@@ -104,18 +140,27 @@ def fuse(
     method: str = "adaptive",
     weight: float | None = None,
     coverage: float | None = None,
+    articles: np.ndarray | None = None,
 ) -> Fused:
     """Fuse exact dense and keyword scores of the same candidates. ``weight``: the fixed keyword weight
     (``zscore``) or its cap (``adaptive``); None for the documented defaults. ``coverage``: the query's keyword
-    coverage (:meth:`semsearch.keyword.KeywordIndex.coverage`), used by ``adaptive``; None skips that gate."""
+    coverage (:meth:`semsearch.keyword.KeywordIndex.coverage`), used by ``adaptive``; None skips its effects.
+    ``articles``: which article each candidate belongs to (one number each), used by ``adaptive``; None treats
+    every candidate as an article of its own."""
     if dense.shape != keyword.shape:
         raise ValueError("dense and keyword scores must describe the same candidates")
+    if articles is not None and np.shape(articles) != dense.shape:
+        raise ValueError("articles must name one article per candidate")
     if dense.size == 0:
         return Fused(np.zeros(0, dtype=np.int64), np.zeros(0), 0.0)
     if method == "rrf":
         scores = 1.0 / (RRF_K + _ranks(dense)) + 1.0 / (RRF_K + _ranks(keyword))
         weight = 0.5
     elif method in ("zscore", "adaptive"):
+        if method == "adaptive" and articles is not None:
+            own = own_share(coverage)
+            if own < 1.0:
+                keyword = own * keyword + (1.0 - own) * article_best(keyword, articles)
         z_dense, z_keyword = standardise(dense), standardise(keyword)
         if method == "zscore":
             w = ZSCORE_KEYWORD_WEIGHT if weight is None else weight

@@ -22,7 +22,7 @@ from .chunking import chunk_article
 from .config import DEFAULT_MODEL, Settings
 from .embedding import Embedder, load_embedder, resolve_model
 from .errors import InvalidRequestError
-from .keyword import build_keyword_index
+from .keyword import article_numbers, build_keyword_index
 from .layout import IndexLayout
 from .store import IndexVersion, embed_hash
 from .writer import VersionWriter
@@ -241,14 +241,14 @@ def apply_articles(
                 if passages:
                     writer.add_article(article, passages, vectors[row : row + len(passages)])
                 row += len(passages)
-            ids, texts = writer.passage_texts()
+            ids, texts, articles = writer.passage_texts()
             manifest = writer.commit(
                 {
                     "model_id": embedder.model_id,
                     "precision": getattr(embedder, "precision", "fp32"),
                     "chunking": _chunking_record(settings, embedder.max_tokens),
                     "build_seconds": round(time.perf_counter() - started, 3),
-                    "keyword": build_keyword_index(ids, texts, writer.keyword_dir),
+                    "keyword": build_keyword_index(ids, texts, writer.keyword_dir, article_numbers(articles)),
                 }
             )
         except BaseException:

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KEYWORD_FORMAT = 1
+KEYWORD_FORMAT = 2
+"""2: adds ``articles.npy`` (which article each row belongs to). Format-1 indexes still load: the store supplies
+that array from its metadata database."""
 _IDS = "ids.npy"
+_ARTICLES = "articles.npy"
 _INFO = "keyword.json"
 _STEMMER = "english"
 
@@ -92,8 +96,21 @@ def analyse_with_offsets(text: str) -> list[tuple[int, str]]:
     return [(pos, stems[w]) for pos, w in words]
 
 
-def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dict[str, Any]:
-    """Index ``texts`` (one per passage id) and write the files; returns the manifest record."""
+def article_numbers(articles: list[tuple[str, str]]) -> np.ndarray:
+    """The ``articles`` array for passages given as (article id, title): one integer per passage, equal for the
+    passages of one article and for articles with the same non-empty title. Those are the parts of one document
+    in a corpus that was cut into passages before indexing (BEIR-style corpora of Wikipedia passages, say, or
+    one record per paragraph), which fusion should treat as the one article they are (:mod:`semsearch.fusion`)."""
+    numbers: dict[str, int] = {}
+    keys = (f"t:{title.strip()}" if title.strip() else f"a:{article_id}" for article_id, title in articles)
+    return np.fromiter((numbers.setdefault(k, len(numbers)) for k in keys), dtype=np.int64, count=len(articles))
+
+
+def build_keyword_index(
+    ids: np.ndarray, texts: list[str], out_dir: Path, articles: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Index ``texts`` (one per passage id) and write the files; returns the manifest record. ``articles``: one
+    integer per passage, equal for the passages of one article (default: every passage its own article)."""
     bm25s = _bm25s()
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
@@ -107,6 +124,10 @@ def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dic
         "docs": len(texts),
     }
     np.save(out_dir / _IDS, np.asarray(ids, dtype=np.int64), allow_pickle=False)
+    groups = np.arange(len(ids)) if articles is None else np.asarray(articles)
+    if groups.shape != (len(ids),):
+        raise ValueError("articles must hold one entry per passage id")
+    np.save(out_dir / _ARTICLES, groups.astype(np.int64), allow_pickle=False)
     if texts:
         tokens = bm25s.tokenize(texts, stopwords=list(_stopwords()), stemmer=_stemmer(), show_progress=False)
         model = bm25s.BM25(method=info["method"], k1=info["k1"], b=info["b"])
@@ -119,10 +140,22 @@ def build_keyword_index(ids: np.ndarray, texts: list[str], out_dir: Path) -> dic
 class KeywordIndex:
     """A loaded BM25 index. Read-only and safe to share between threads."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, articles_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """``articles_of(ids)``: the article numbers of passage ids, asked only of a format-1 index, which does
+        not store them (without it, each passage counts as its own article)."""
         bm25s = _bm25s()
         self.info = json.loads((directory / _INFO).read_text(encoding="utf-8"))
         self.ids = np.load(directory / _IDS, allow_pickle=False)
+        if (directory / _ARTICLES).is_file():
+            articles = np.load(directory / _ARTICLES, allow_pickle=False)
+        elif articles_of is not None:
+            articles = articles_of(self.ids)
+        else:
+            articles = np.arange(len(self.ids))
+        self.articles = np.asarray(articles, dtype=np.int64)
+        """One integer per row (row order = ``self.ids``), equal for the passages of one article."""
+        if self.articles.shape != self.ids.shape:
+            raise ValueError(f"{directory}: {len(self.articles)} article entries for {len(self.ids)} passages")
         self._sorter = np.argsort(self.ids, kind="stable")  # passage id -> row by binary search
         self._sorted_ids = self.ids[self._sorter]
         self._model = (
@@ -172,6 +205,14 @@ class KeywordIndex:
             return np.zeros(pids.shape, dtype=np.int64), np.zeros(pids.shape, dtype=bool)
         pos = np.minimum(np.searchsorted(self._sorted_ids, pids), len(self.ids) - 1)
         return self._sorter[pos], self._sorted_ids[pos] == pids
+
+    def articles_for(self, passage_ids: np.ndarray) -> np.ndarray:
+        """The article number of each passage id (see :attr:`articles`); an id this index does not hold gets a
+        negative number of its own."""
+        rows, found = self._lookup(passage_ids)
+        if found.all():
+            return self.articles[rows]
+        return np.where(found, self.articles[rows] if len(self.ids) else 0, -1 - np.arange(len(rows)))
 
     def rows_for(self, passage_ids: np.ndarray) -> np.ndarray:
         """The rows of the passage ids this index holds (others are left out)."""

@@ -441,6 +441,7 @@ class Searcher:
                 self._fusion,
                 self._fusion_weight,
                 coverage,
+                keyword.articles_for(ids),
             )
             out.append(
                 [

@@ -18,7 +18,7 @@ import numpy as np
 
 from .articles import Article
 from .errors import IndexCorruptError, IndexNotFoundError
-from .keyword import KeywordIndex
+from .keyword import KeywordIndex, article_numbers
 from .layout import FORMAT_VERSION, KEYWORD_DIR, MANIFEST, META_DB, VECTORS
 
 log = logging.getLogger(__name__)
@@ -182,10 +182,16 @@ class IndexVersion:
             with self._keyword_lock:
                 if self._keyword is None:
                     try:
-                        self._keyword = KeywordIndex(self.path / KEYWORD_DIR)
+                        self._keyword = KeywordIndex(self.path / KEYWORD_DIR, self._article_numbers)
                     except (OSError, ValueError, KeyError) as exc:
                         raise IndexCorruptError(f"cannot read {self.path / KEYWORD_DIR}: {exc}") from exc
         return self._keyword
+
+    def _article_numbers(self, passage_ids: np.ndarray) -> np.ndarray:
+        """Article numbers of ``passage_ids`` from the metadata database (for a format-1 keyword index)."""
+        rows = self._query("SELECT p.id, p.article_id, a.title FROM passages p JOIN articles a ON a.id = p.article_id")
+        article_of = {r[0]: (r[1], r[2]) for r in rows}
+        return article_numbers([article_of.get(int(p), (f"missing:{int(p)}", "")) for p in passage_ids])
 
     def warm(self) -> None:
         """Load what every search touches (the BM25 index; the memory-mapped vectors, by one search), so the

@@ -148,10 +148,14 @@ class VersionWriter:
         passages = self._conn.execute("SELECT count(*) FROM passages").fetchone()[0]
         return int(articles), int(passages)
 
-    def passage_texts(self) -> tuple[np.ndarray, list[str]]:
-        """Ids and embedded texts (title context included) of every passage, for the keyword index."""
-        rows = self._conn.execute("SELECT id, embed_text FROM passages ORDER BY id").fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+    def passage_texts(self) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+        """Ids, embedded texts (title context included) and (article id, title) of every passage, for the keyword
+        index."""
+        rows = self._conn.execute(
+            "SELECT p.id, p.embed_text, p.article_id, a.title FROM passages p JOIN articles a ON a.id = p.article_id"
+            " ORDER BY p.id"
+        ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], [(r[2], r[3]) for r in rows]
 
     @property
     def keyword_dir(self) -> Path:
