@@ -110,7 +110,8 @@ def build_keyword_index(
     ids: np.ndarray, texts: list[str], out_dir: Path, articles: np.ndarray | None = None
 ) -> dict[str, Any]:
     """Index ``texts`` (one per passage id) and write the files; returns the manifest record. ``articles``: one
-    integer per passage, equal for the passages of one article (default: every passage its own article)."""
+    integer per passage, equal for the passages of one article (:func:`article_numbers`; default: every passage
+    its own article)."""
     bm25s = _bm25s()
     out_dir.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {
@@ -153,7 +154,8 @@ class KeywordIndex:
         else:
             articles = np.arange(len(self.ids))
         self.articles = np.asarray(articles, dtype=np.int64)
-        """One integer per row (row order = ``self.ids``), equal for the passages of one article."""
+        """One integer per row (row order = ``self.ids``), equal for the passages of one article (as
+        :func:`article_numbers` groups them)."""
         if self.articles.shape != self.ids.shape:
             raise ValueError(f"{directory}: {len(self.articles)} article entries for {len(self.ids)} passages")
         self._sorter = np.argsort(self.ids, kind="stable")  # passage id -> row by binary search
