@@ -70,3 +70,17 @@ def test_eval_json_keys(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert {"ndcg@10", "recall@100", "mrr@10", "queries", "passages", "index_seconds"} <= data.keys()
+
+
+def test_eval_of_a_corpus_without_keyword_terms_reports_instead_of_crashing(runner: CliRunner, tmp_path: Path) -> None:
+    data = tmp_path / "tiny"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text(json.dumps({"_id": "d", "title": "", "text": "x y z"}) + "\n")
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "x"}) + "\n")
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq\td\t1\n")
+    result = runner.invoke(main, ["eval", str(data), "--mode", "keyword", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["ndcg@10"] == 0.0  # no term, so keyword search matches nothing
+    dense = runner.invoke(main, ["eval", str(data), "--mode", "hybrid", "--json"])
+    assert dense.exit_code == 0, dense.output
+    assert json.loads(dense.output)["ndcg@10"] == 1.0  # hybrid falls back on the dense side

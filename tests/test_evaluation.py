@@ -116,3 +116,4 @@ def test_judgements_mixing_documents_and_passages_are_rejected(tmp_path, fake_em
     mixed = _write_passage_set(tmp_path / "mixed", {"q1": "a1#1", "q2": "a2"})
     with pytest.raises(SourceError, match="mix documents and passages"):
         evaluate_beir(mixed, Settings(precision="fp32"), embedder=fake_embedder)
+    assert fake_embedder.documents_embedded == 0  # refused before any indexing

@@ -153,3 +153,14 @@ def test_article_numbers_join_passages_of_one_article_and_articles_with_one_titl
     # articles only by their id.
     assert numbers[0] == numbers[1] == numbers[2]
     assert numbers[3] == numbers[4] != numbers[5] and numbers[3] != numbers[0]
+
+
+def test_a_corpus_without_a_single_term_indexes_and_matches_nothing(tmp_path: Path) -> None:
+    # Every word a stopword or a single letter: bm25s has no vocabulary to index.
+    build_keyword_index(np.array([3, 4]), ["a b c", "the and of"], tmp_path / "kw")
+    index = KeywordIndex(tmp_path / "kw")
+    assert len(index) == 2 and index.info["terms"] == 0
+    scores = index.scores("the volcano")
+    assert index.top(scores, 5)[1].size == 0
+    assert list(index.scores_for(scores, np.array([3, 4]))) == [0.0, 0.0]
+    assert index.coverage("the volcano", 0.0) == 0.0

@@ -152,6 +152,7 @@ def evaluate_beir(
     from .search import Searcher
 
     data = load_beir(directory)
+    level = evaluation_level(data)  # before indexing: judgements it cannot score fail at once
     with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as tmp:
         target = Path(index_dir) if index_dir is not None else Path(tmp) / "index"
         started = time.perf_counter()
@@ -159,7 +160,6 @@ def evaluate_beir(
         index_seconds = time.perf_counter() - started
         with Searcher.open(target, settings, embedder=embedder, fusion=fusion, fusion_weight=fusion_weight) as searcher:
             qids = [q for q in data.qrels if q in data.queries]
-            level = evaluation_level(data)
             rank = rank_passages if level == "passage" else rank_documents
             started = time.perf_counter()
             ranked = rank(searcher, [data.queries[q] for q in qids], mode)

@@ -129,8 +129,11 @@ def build_keyword_index(
     if groups.shape != (len(ids),):
         raise ValueError("articles must hold one entry per passage id")
     np.save(out_dir / _ARTICLES, groups.astype(np.int64), allow_pickle=False)
+    info["terms"] = 0
     if texts:
         tokens = bm25s.tokenize(texts, stopwords=list(_stopwords()), stemmer=_stemmer(), show_progress=False)
+        info["terms"] = len(tokens.vocab)
+    if info["terms"]:  # bm25s cannot index a corpus without a single term (every word a stopword or one letter)
         model = bm25s.BM25(method=info["method"], k1=info["k1"], b=info["b"])
         model.index(tokens, show_progress=False)
         model.save(str(out_dir), show_progress=False)
@@ -161,7 +164,9 @@ class KeywordIndex:
         self._sorter = np.argsort(self.ids, kind="stable")  # passage id -> row by binary search
         self._sorted_ids = self.ids[self._sorter]
         self._model = (
-            bm25s.BM25.load(str(directory), mmap=False, show_progress=False, verbosity=0) if len(self.ids) else None
+            bm25s.BM25.load(str(directory), mmap=False, show_progress=False, verbosity=0)
+            if self.info.get("terms", len(self.ids))  # indexes before "terms" was recorded had a model if any ids
+            else None
         )
 
     def __len__(self) -> int:
