@@ -441,7 +441,7 @@ class Searcher:
                 self._fusion,
                 self._fusion_weight,
                 coverage,
-                keyword.articles_for(ids),
+                keyword.articles_for(ids) if self._fusion == "adaptive" else None,  # only adaptive uses them
             )
             out.append(
                 [
