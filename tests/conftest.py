@@ -94,10 +94,15 @@ def use_fake_embedder(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedd
     return fake_embedder
 
 
+def fixture_settings(index_dir: Path) -> Settings:
+    """The settings of the fixture index (also used by tests/crash_child.py, so its runs are incremental)."""
+    # min_chars=20: every paragraph of the small fixture corpus is its own passage.
+    return Settings(index_dir=index_dir, precision="fp32", chunking=ChunkSettings(min_chars=20))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # min_chars=20: every paragraph of the small fixture corpus is its own passage.
-    return Settings(index_dir=tmp_path / "index", precision="fp32", chunking=ChunkSettings(min_chars=20))
+    return fixture_settings(tmp_path / "index")
 
 
 @pytest.fixture

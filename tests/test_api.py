@@ -75,10 +75,28 @@ def test_post_search_matches_get(client: FlaskClient) -> None:
     assert data["hits"][0]["article_id"] == "reef.txt"
 
 
-def test_batch_search(client: FlaskClient) -> None:
-    response = client.post("/search/batch", json={"queries": ["bridge architect", "interest rate cut"], "k": 1})
-    data = conforms("/search/batch", "post", response)
-    assert [r["hits"][0]["article_id"] for r in data["results"]] == ["bridge.txt", "bank.txt"]
+def test_batch_search_embeds_all_queries_in_one_batch(
+    client: FlaskClient, fake_embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    embed = fake_embedder.embed_queries
+
+    def recording(texts):  # type: ignore[no-untyped-def]
+        calls.append(list(texts))
+        return embed(texts)
+
+    monkeypatch.setattr(fake_embedder, "embed_queries", recording)
+    queries = ["bridge architect", "interest rate cut", "coral reef divers", "mortgage lenders", "river crossing"]
+    for mode in ("hybrid", "dense"):
+        calls.clear()
+        response = client.post("/search/batch", json={"queries": queries, "k": 1, "mode": mode})
+        data = conforms("/search/batch", "post", response)
+        assert calls == [queries]  # one model call for the whole batch
+        assert [r["query"] for r in data["results"]] == queries
+        expected = ["bridge.txt", "bank.txt", "reef.txt", "bank.txt", "bridge.txt"]
+        assert [r["hits"][0]["article_id"] for r in data["results"]] == expected
+        singles = [client.get(f"/search?q={q}&k=1&mode={mode}").get_json()["hits"][0]["passage_id"] for q in queries]
+        assert [r["hits"][0]["passage_id"] for r in data["results"]] == singles
 
 
 def test_article(client: FlaskClient) -> None:
@@ -205,18 +223,30 @@ def test_service_becomes_ready_when_an_index_is_published(tmp_path: Path, corpus
 
 
 def test_hot_reload_follows_a_new_version(
-    tmp_path: Path, corpus_dir: Path, settings: Settings, built_index, fake_embedder
+    tmp_path: Path, corpus_dir: Path, settings: Settings, built_index, fake_embedder, monkeypatch
 ) -> None:
+    import semsearch.store
+
+    loads: list[tuple[Path, str]] = []
+
+    class RecordingKeywordIndex(semsearch.store.KeywordIndex):
+        def __init__(self, directory: Path, *args: Any) -> None:
+            loads.append((directory.parent, threading.current_thread().name))
+            super().__init__(directory, *args)
+
+    monkeypatch.setattr(semsearch.store, "KeywordIndex", RecordingKeywordIndex)
     app = create_app(settings.with_(reload_check_seconds=0), embedder=fake_embedder)
     client = app.test_client()
     before = client.get("/stats").get_json()
     (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
-    build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    new = build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder).version_id
     after = wait_for_new_version(client, before["index_version"])
-    assert after["articles"] == 4 and after["reload_error"] is None
+    assert after["articles"] == 4 and after["reload_error"] is None and after["index_version"] == new
+    # The new version's BM25 index was loaded once, on the background loader, before the switch (/stats does
+    # not search), so no request paid for it.
+    assert [(path.name, thread) for path, thread in loads] == [(new, "semsearch-reload")]
     assert client.get("/search?q=volcano+erupted&k=1").get_json()["hits"][0]["article_id"] == "volcano.txt"
-    # The new version was loaded completely (BM25 index included) before it was switched to.
-    assert app.extensions["semsearch"].loaded().version._keyword is not None
+    assert len(loads) == 1
 
 
 def wait_for_new_version(client: FlaskClient, old: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -310,7 +340,27 @@ def test_admin_reload_needs_the_token(client: FlaskClient) -> None:
     assert client.post("/admin/reload", headers={"Authorization": "s3cret-token"}).status_code == 401
     response = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret-token"})
     data = conforms("/admin/reload", "post", response)
-    assert data["reloaded"] is False
+    assert data["reloaded"] is False  # nothing new was published
+
+
+def test_admin_reload_switches_to_a_newly_published_version(
+    built_index, corpus_dir: Path, settings: Settings, fake_embedder
+) -> None:
+    # Hours between background checks: only the admin call can make the switch.
+    app = create_app(settings.with_(admin_token="s3cret-token", reload_check_seconds=3600), embedder=fake_embedder)
+    client = app.test_client()
+    old = client.get("/stats").get_json()["index_version"]
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
+    new = build_index([corpus_dir], settings.index_dir, settings, embedder=fake_embedder).version_id
+    assert new != old and client.get("/stats").get_json()["index_version"] == old
+    response = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret-token"})
+    assert conforms("/admin/reload", "post", response) == {"reloaded": True, "version": new}
+    assert client.get("/stats").get_json()["index_version"] == new
+    hit = client.get("/search?q=volcano+erupted&k=1").get_json()
+    assert hit["version"] == new and hit["hits"][0]["article_id"] == "volcano.txt"
+    again = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret-token"})
+    assert again.get_json() == {"reloaded": False, "version": new}
+    app.extensions["semsearch"].close()
 
 
 def test_admin_routes_do_not_exist_without_a_token(built_index, settings: Settings, fake_embedder) -> None:

@@ -91,6 +91,24 @@ def test_seed_article_passages_drop_boilerplate_and_keep_offsets() -> None:
     assert [p.ordinal for p in passages] == list(range(8))
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "A long first paragraph about the harbour ferry timetable, the fares and the extra night sailings "
+        "planned for October.\n\nCopyright 2026 Example Media. All rights reserved.\n\nShort tail line.",
+        "Short lead.\n\nUpdated: Monday at 9:00 a.m.\n\nA long second paragraph about the harbour ferry "
+        "timetable, the fares and the extra night sailings planned for October.",
+    ],
+)
+def test_short_paragraphs_never_merge_across_dropped_boilerplate(body: str) -> None:
+    passages = chunk_article(article(body), ChunkSettings(), fake.count_tokens, 256)
+    assert [p.text for p in passages] == [
+        p.text for p in split_paragraphs(body) if not is_boilerplate(p.text, ChunkSettings())
+    ]
+    for p in passages:
+        assert "rights reserved" not in p.text and "Updated:" not in p.text
+
+
 def test_title_context_can_be_turned_off() -> None:
     (p,) = chunk_article(
         article("Some body text long enough."), ChunkSettings(title_context=False), fake.count_tokens, 64

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from semsearch.cli import main
+from semsearch.layout import IndexLayout
+from semsearch.store import IndexVersion
 
 from .conftest import FIXTURES
 
@@ -84,3 +88,103 @@ def test_eval_of_a_corpus_without_keyword_terms_reports_instead_of_crashing(runn
     dense = runner.invoke(main, ["eval", str(data), "--mode", "hybrid", "--json"])
     assert dense.exit_code == 0, dense.output
     assert json.loads(dense.output)["ndcg@10"] == 1.0  # hybrid falls back on the dense side
+
+
+def test_serve_with_corpus_builds_the_index_first_then_updates_it_incrementally(
+    runner: CliRunner, corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import semsearch.server
+
+    served: list[Path] = []  # what the server was started on, and when (the server itself is tested elsewhere)
+
+    def record(settings, **options):  # type: ignore[no-untyped-def]
+        served.append(IndexLayout(settings.index_dir).current_path())
+
+    monkeypatch.setattr(semsearch.server, "serve", record)
+    index_dir = tmp_path / "served"
+    first = runner.invoke(main, ["serve", "--corpus", str(corpus_dir), "--index-dir", str(index_dir), "--dev"])
+    assert first.exit_code == 0, first.output
+    assert "3 articles" in first.output and "added 3" in first.output and "published version" in first.output
+    assert len(served) == 1 and served[0].parent.parent == index_dir  # built before the server started
+
+    again = runner.invoke(main, ["serve", "--corpus", str(corpus_dir), "--index-dir", str(index_dir), "--dev"])
+    assert again.exit_code == 0 and "unchanged 3" in again.output and "published" not in again.output
+    assert served[1] == served[0]  # nothing changed: the same version is served
+
+    bridge = corpus_dir / "bridge.txt"
+    bridge.write_text(bridge.read_text().replace("four years", "five years"), encoding="utf-8")
+    third = runner.invoke(main, ["serve", "--corpus", str(corpus_dir), "--index-dir", str(index_dir), "--dev"])
+    assert third.exit_code == 0, third.output
+    assert "updated 1" in third.output and "unchanged 2" in third.output
+    assert "passages embedded 1," in third.output  # only the edited paragraph
+    assert served[2] != served[1]
+
+
+def test_reindex_json_full_and_wait(runner: CliRunner, corpus_dir: Path, tmp_path: Path) -> None:
+    index_dir = tmp_path / "ix"
+    assert runner.invoke(main, ["index", str(corpus_dir), "--index-dir", str(index_dir)]).exit_code == 0
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted at dawn.", encoding="utf-8")
+
+    result = runner.invoke(main, ["reindex", str(corpus_dir), "--index-dir", str(index_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["added"], report["unchanged"], report["full_rebuild"], report["published"]) == (1, 3, False, True)
+
+    full = json.loads(runner.invoke(main, ["reindex", str(corpus_dir), "--index-dir", str(index_dir), "--full",
+                                           "--json"]).output)  # fmt: skip
+    assert full["full_rebuild"] is True and full["added"] == 4 and full["published"] is True
+    assert full["version_id"] != report["version_id"]
+
+    # Another writer holds the lock: without --wait the run is refused at once; with --wait it runs afterwards.
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with IndexLayout(index_dir).writer_lock():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    refused = runner.invoke(main, ["reindex", str(corpus_dir), "--index-dir", str(index_dir)])
+    assert refused.exit_code == 2 and "is being written by pid" in refused.output
+    (corpus_dir / "volcano.txt").unlink()
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    waited = runner.invoke(main, ["reindex", str(corpus_dir), "--index-dir", str(index_dir), "--wait", "--json"])
+    holder.join()
+    assert waited.exit_code == 0, waited.output
+    assert time.monotonic() - started >= 0.4 and json.loads(waited.output)["removed"] == 1
+
+
+def test_exclude_and_boilerplate_patterns_come_from_the_environment(
+    runner: CliRunner, corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (corpus_dir / "NOTES.md").write_text("Editor notes\n\nRemember to check the reef figures.", encoding="utf-8")
+    (corpus_dir / "README.md").write_text("Readme story\n\nThe readme describes the harbour ferry.", encoding="utf-8")
+    bank = corpus_dir / "bank.txt"
+    bank.write_text(bank.read_text() + "\nFollow us on Mastodon for more business news.\n", encoding="utf-8")
+    default_dir, custom_dir = tmp_path / "default", tmp_path / "custom"
+
+    assert runner.invoke(main, ["index", str(corpus_dir), "--index-dir", str(default_dir)]).exit_code == 0
+    monkeypatch.setenv("SEMSEARCH_EXCLUDE", "NOTES*")
+    monkeypatch.setenv("SEMSEARCH_CHUNK_BOILERPLATE_PATTERNS", "^follow us on\n^never matches$")
+    assert runner.invoke(main, ["index", str(corpus_dir), "--index-dir", str(custom_dir)]).exit_code == 0
+
+    def indexed(index_dir: Path) -> tuple[set[str], str]:
+        version = IndexVersion(IndexLayout(index_dir).current_path())
+        try:
+            ids = set(version.article_hashes())
+            stored = version.article("bank.txt")
+            assert stored is not None
+            return ids, "\n".join(p.text for p in stored.passages)
+        finally:
+            version.close()
+
+    ids, bank_text = indexed(default_dir)
+    assert ids == {"bank.txt", "bridge.txt", "reef.txt", "NOTES.md"}  # README* is excluded by default
+    assert "Follow us on Mastodon" in bank_text and "All rights reserved" not in bank_text
+    ids, bank_text = indexed(custom_dir)
+    assert ids == {"bank.txt", "bridge.txt", "reef.txt", "README.md"}  # the list replaced the default one
+    assert "Follow us on Mastodon" not in bank_text
+    assert "All rights reserved" in bank_text  # the list replaced the default patterns

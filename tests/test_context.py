@@ -28,8 +28,13 @@ def count_words(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def rag_searcher(tmp_path_factory: pytest.TempPathFactory):
-    embedder = FakeEmbedder(max_tokens=64)
+def rag_embedder() -> FakeEmbedder:
+    return FakeEmbedder(max_tokens=64)
+
+
+@pytest.fixture(scope="module")
+def rag_searcher(tmp_path_factory: pytest.TempPathFactory, rag_embedder: FakeEmbedder):
+    embedder = rag_embedder
     settings = Settings(index_dir=tmp_path_factory.mktemp("rag") / "ix")
     paragraphs = lambda i: [  # noqa: E731
         f"Paragraph one of story {i} covers the harbour ferry timetable and fares in detail for readers.",
@@ -78,9 +83,24 @@ def test_adjacent_paragraphs_of_one_article_are_one_block_in_article_order(rag_s
     assert any(c.last_paragraph > c.paragraph for c in ctx.citations)
 
 
-def test_context_with_the_model_tokenizer_and_encode_style_tokenizers(rag_searcher: Searcher) -> None:
-    default = rag_searcher.context("ferry fares", max_tokens=80, k=5)
-    assert 0 < default.token_count <= 80
+def prompt_tokens(embedder: FakeEmbedder, text: str) -> int:
+    """Tokens of ``text`` as a prompt, by the embedder's own tokenizer: its count less the two special tokens it
+    adds to every text."""
+    return embedder.count_tokens([text])[0] - 2
+
+
+@pytest.mark.parametrize("max_tokens", [40, 80, 200])
+def test_the_default_budget_counts_with_the_index_models_tokenizer(
+    rag_searcher: Searcher, rag_embedder: FakeEmbedder, max_tokens: int
+) -> None:
+    ctx = rag_searcher.context("ferry fares night sailings", max_tokens=max_tokens, k=8)
+    assert ctx.citations
+    assert ctx.token_count == prompt_tokens(rag_embedder, ctx.text) <= max_tokens
+    # The budget is used, not wasted: one more whole sentence of the next passage would not have fitted.
+    assert prompt_tokens(rag_embedder, ctx.text) > max_tokens // 2
+
+
+def test_context_with_encode_style_tokenizers(rag_searcher: Searcher) -> None:
 
     class EncodeTokenizer:
         def encode(self, text: str) -> list[str]:  # tiktoken-style: no keyword arguments

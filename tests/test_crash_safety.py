@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,9 +62,14 @@ def test_sigkill_at_each_stage_keeps_the_current_version(
     (corpus_dir / "bank.txt").unlink()
     proc, marker = start_child(settings.index_dir, corpus_dir, stage, tmp_path)
     wait_for(marker, proc)
+    if stage == "embedding":
+        assert marker.read_text() == "embedding 1 passages"  # incremental: only the new article's passage
+    else:
+        assert marker.with_suffix(".plan").read_text() == "incremental"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    assert not marker.with_suffix(".finished").exists()
 
     assert_serves_old_version(settings, before, fake_embedder)
     layout = IndexLayout(settings.index_dir)
@@ -76,7 +82,7 @@ def test_sigkill_at_each_stage_keeps_the_current_version(
         assert len(layout.all_version_dirs()) == 2  # complete but never published
 
     report = reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)  # ...and the rerun
-    assert report.published and report.added == 1 and report.removed == 1
+    assert report.published and report.added == 1 and report.removed == 1 and not report.full_rebuild
     assert not layout.staging_dir.exists() or not any(layout.staging_dir.iterdir())
     assert layout.all_version_dirs() == sorted([before, report.version_id])  # the orphan is gone
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
@@ -84,23 +90,47 @@ def test_sigkill_at_each_stage_keeps_the_current_version(
         assert all(h.article_id != "bank.txt" for h in searcher.search("central bank interest rate", k=20))
 
 
-def test_sigkill_at_random_moments_never_breaks_the_index(
+def test_sigkill_at_random_points_of_an_incremental_build_never_breaks_the_index(
     built_index, corpus_dir: Path, settings: Settings, fake_embedder, tmp_path: Path
 ) -> None:
+    """Each kill lands just before a random step of writing and publishing the new version (a distinct call site
+    in semsearch, or a call from it into C: a write, an fsync, a rename), one drawn from each sixth of the run's
+    steps, so every kill is verifiably mid-build and the kills spread over the whole write path."""
+    rehearsal = tmp_path / "rehearsal"
+    shutil.copytree(settings.index_dir, rehearsal / "index")
+    shutil.copytree(corpus_dir, rehearsal / "articles")
+    (rehearsal / "articles" / "extra-0.txt").write_text("Extra 0\n\nAn extra article number 0.", encoding="utf-8")
+    proc, counted = start_child(rehearsal / "index", rehearsal / "articles", "count", tmp_path)
+    assert proc.wait(timeout=120) == 0, counted.with_name(counted.name + ".stderr").read_text()
+    total = int(counted.read_text())  # steps of one incremental reindex that adds one article
+
     rng = random.Random(1234)
-    for i in range(6):
+    kills = 6
+    published = {IndexLayout(settings.index_dir).current_version()}
+    stopped_at: list[str] = []
+    for i in range(kills):
         (corpus_dir / f"extra-{i}.txt").write_text(f"Extra {i}\n\nAn extra article number {i}.", encoding="utf-8")
-        proc, marker = start_child(settings.index_dir, corpus_dir, "none", tmp_path)
-        wait_for(marker.with_suffix(".started"), proc)
-        time.sleep(rng.uniform(0.0, 0.4))
+        call = rng.randint(1 + i * int(0.9 * total) // kills, (i + 1) * int(0.9 * total) // kills)
+        proc, marker = start_child(settings.index_dir, corpus_dir, f"call:{call}", tmp_path)
+        wait_for(marker, proc)  # paused just before that call
+        stopped_at.append(marker.read_text())
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert not marker.with_suffix(".finished").exists(), f"kill {i} came after the build: {stopped_at[-1]}"
+        plan = marker.with_suffix(".plan")
+        assert not plan.exists() or plan.read_text() == "incremental"
         layout = IndexLayout(settings.index_dir)
+        current = layout.current_version()
         with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
             assert searcher.search("bridge architect", k=1)[0].article_id == "bridge.txt"
-            assert searcher.manifest.version_id == layout.current_version()
+            assert searcher.manifest.version_id == current
+            # Either the version before the kill or, killed after the switch, the complete new one.
+            assert current in published or searcher.manifest.articles == 4 + i
+        published.add(current)
+    assert len({where.split(":")[0] for where in stopped_at}) >= 3, stopped_at  # spread over several modules
     report = reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
-    assert report.articles == 9
+    assert report.articles == 9 and not report.full_rebuild
 
 
 def test_second_reindexer_is_refused_with_a_clear_message(

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch import Searcher, Settings, build_index
+from semsearch import Article, Index, Searcher, Settings, build_index
 from semsearch.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from semsearch.layout import FORMAT_VERSION, IndexLayout, atomic_write_text
 from semsearch.store import IndexVersion
@@ -123,3 +123,45 @@ def test_atomic_write_text_replaces_whole_file(tmp_path: Path) -> None:
     atomic_write_text(target, "two\n")
     assert target.read_text() == "two\n"
     assert [p.name for p in tmp_path.iterdir()] == ["CURRENT"]
+
+
+def resident_bytes(path: Path) -> int:
+    """Bytes of ``path`` mapped into this process whose pages are resident (touched), from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_warm_loads_the_keyword_index_and_every_vector_page_before_any_search(
+    tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import semsearch.store
+
+    settings = Settings(index_dir=tmp_path / "ix")
+    articles = [Article(id=f"a{i}", title=f"Story {i}", text=f"Item {i} about harbour ferries and fares.")
+                for i in range(3000)]  # fmt: skip
+    Index(settings.index_dir, settings, embedder=fake_embedder).upsert(articles)  # 3 MB of vectors: many pages
+    loads: list[Path] = []
+
+    class CountingKeywordIndex(semsearch.store.KeywordIndex):
+        def __init__(self, directory: Path, *args: object) -> None:
+            loads.append(directory)
+            super().__init__(directory, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(semsearch.store, "KeywordIndex", CountingKeywordIndex)
+    version = IndexVersion(IndexLayout(settings.index_dir).current_path())
+    vectors = (version.path / "vectors.faiss").resolve()
+    size = vectors.stat().st_size
+    assert loads == [] and resident_bytes(vectors) < size / 4  # opening maps the file but reads little of it
+    version.warm()
+    assert len(loads) == 1
+    assert resident_bytes(vectors) >= 0.9 * size
+    with Searcher(IndexLayout(settings.index_dir), version, fake_embedder, settings, "adaptive") as searcher:
+        assert searcher.search("harbour ferries item 7", k=3)[0].article_id == "a7"
+    assert len(loads) == 1  # the search found everything loaded

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,17 +26,35 @@ def test_nested_calls_on_the_worker_thread_run_inline(worker: ModelWorker) -> No
     assert worker.call(lambda: worker.call(lambda: threading.current_thread().name)) == "test-worker"
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.001)
+
+
+def occupy(worker: ModelWorker) -> tuple[threading.Thread, threading.Event]:
+    """Keep the worker thread busy until the returned gate is set; returns once it really is busy."""
+    busy, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        assert gate.wait(30)
+
+    blocker = threading.Thread(target=worker.call, args=(hold,))
+    blocker.start()
+    assert busy.wait(10)
+    return blocker, gate
+
+
 def test_concurrent_batched_calls_are_coalesced(worker: ModelWorker) -> None:
-    gate = threading.Event()
     sizes: list[int] = []
 
     def embed(items: list[int]) -> np.ndarray:
         sizes.append(len(items))
         return np.array([[i * 10] for i in items])
 
-    blocker = threading.Thread(target=worker.call, args=(gate.wait,))
-    blocker.start()
-    time.sleep(0.05)  # the worker is now busy, so the calls below queue up
+    blocker, gate = occupy(worker)
     results: dict[int, np.ndarray] = {}
 
     def caller(i: int) -> None:
@@ -44,7 +63,7 @@ def test_concurrent_batched_calls_are_coalesced(worker: ModelWorker) -> None:
     callers = [threading.Thread(target=caller, args=(i,)) for i in range(6)]
     for t in callers:
         t.start()
-    time.sleep(0.1)
+    wait_until(lambda: worker.queued == 6)  # all six wait while the worker is busy
     gate.set()
     for t in [*callers, blocker]:
         t.join()
@@ -55,23 +74,21 @@ def test_concurrent_batched_calls_are_coalesced(worker: ModelWorker) -> None:
 
 def test_batches_respect_max_batch() -> None:
     worker = ModelWorker(max_batch=4)
-    gate = threading.Event()
     sizes: list[int] = []
-    threading.Thread(target=worker.call, args=(gate.wait,)).start()
-    time.sleep(0.05)
-    callers = [
-        threading.Thread(
-            target=worker.batched, args=(lambda xs: (sizes.append(len(xs)), np.zeros((len(xs), 1)))[1], [i, i])
-        )
-        for i in range(5)
-    ]
+    blocker, gate = occupy(worker)
+
+    def embed(items: list[int]) -> np.ndarray:
+        sizes.append(len(items))
+        return np.zeros((len(items), 1))
+
+    callers = [threading.Thread(target=worker.batched, args=(embed, [i, i])) for i in range(5)]
     for t in callers:
         t.start()
-    time.sleep(0.1)
+    wait_until(lambda: worker.queued == 5)
     gate.set()
-    for t in callers:
+    for t in [*callers, blocker]:
         t.join()
-    assert sum(sizes) == 10 and max(sizes) <= 4
+    assert sorted(sizes) == [2, 4, 4]  # ten items queued at once: full batches of four, then the rest
     worker.close()
 
 

@@ -200,7 +200,10 @@ def _merge_short(
     settings: ChunkSettings,
     fits: Callable[[Sequence[tuple[int, int]]], list[bool]],
 ) -> list[tuple[int, int, int, int]]:
-    """Merge units shorter than ``min_chars`` into the next unit, else the previous, when the result fits."""
+    """Merge units shorter than ``min_chars`` into the next unit, else the previous, when the result fits.
+
+    Only neighbours in the body merge: a passage's text is one slice of the body, so merging across a dropped
+    boilerplate paragraph would bring that paragraph back."""
     out: list[tuple[int, int, int, int]] = []
     pending = list(units)
     i = 0
@@ -211,14 +214,14 @@ def _merge_short(
             i += 1
             continue
         if i + 1 < len(pending):
-            _, ne, _, nlast = pending[i + 1]
-            if fits([(s, ne)])[0]:
+            _, ne, nfirst, nlast = pending[i + 1]
+            if nfirst <= last + 1 and fits([(s, ne)])[0]:
                 pending[i + 1] = (s, ne, first, nlast)
                 i += 1
                 continue
         if out:
-            ps, _, pfirst, _ = out[-1]
-            if fits([(ps, e)])[0]:
+            ps, _, pfirst, plast = out[-1]
+            if first <= plast + 1 and fits([(ps, e)])[0]:
                 out[-1] = (ps, e, pfirst, last)
                 i += 1
                 continue

@@ -59,6 +59,12 @@ class ModelWorker:
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Calls waiting for the worker thread (the one it is running is not counted)."""
+        with self._cond:
+            return len(self._jobs)
+
     def _on_worker_thread(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 

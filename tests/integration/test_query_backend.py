@@ -124,3 +124,25 @@ def test_the_shared_tokenizer_gives_the_model_tokenizers_inputs(real_embedder: S
         for name, array in got.items():
             np.testing.assert_array_equal(array, want[name], err_msg=f"{name} for {texts!r:.80}")
     assert got["input_ids"].shape[1] == encoder._max_tokens  # truncated to the model window
+
+
+def test_fidelity_fallback_goes_int8_then_fp32_then_torch(monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> None:
+    """Each variant is taken only when measured faithful: raising a variant's bar past any possible cosine makes
+    ``auto`` fall through to the next one."""
+    reference = SentenceTransformerEmbedder.from_settings(Settings(query_backend="torch", cache_dir=model_cache))
+    expected = reference.embed_queries(QUERIES)
+    monkeypatch.setitem(onnx_query.MIN_COSINE, "int8", 1.01)
+    fp32 = SentenceTransformerEmbedder.from_settings(Settings(cache_dir=model_cache))
+    assert fp32.info.query_backend == "onnx-fp32"
+    assert fp32.info.onnx_min_cosine is not None and fp32.info.onnx_min_cosine >= 0.9999
+    assert float(np.min(np.sum(fp32.embed_queries(QUERIES) * expected, axis=1))) >= 0.9999
+
+    monkeypatch.setitem(onnx_query.MIN_COSINE, "fp32", 1.01)
+    torch_only = SentenceTransformerEmbedder.from_settings(Settings(cache_dir=model_cache))
+    assert torch_only.info.query_backend == "torch" and torch_only.info.onnx_min_cosine is None
+    np.testing.assert_allclose(torch_only.embed_queries(QUERIES), expected, atol=1e-5)
+    # Named explicitly, an unfaithful variant is an error, not a silent fallback.
+    with pytest.raises(ModelLoadError, match=r"onnx-int8 unavailable.*cosine .* < 1\.01"):
+        SentenceTransformerEmbedder.from_settings(Settings(query_backend="onnx-int8", cache_dir=model_cache))
+    for embedder in (reference, fp32, torch_only):
+        embedder.close()
