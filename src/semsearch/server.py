@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import tempfile
 from typing import Any
 
@@ -84,11 +85,20 @@ def serve(
         def load_config(self) -> None:
             for key, value in self.options.items():
                 self.cfg.set(key, value)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 24 listens on one control socket per user ($HOME/.gunicorn/gunicorn.ctl), which a
+                # second server on the machine would take over; semsearch does not use it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return app
 
     def post_fork(server: Any, worker: Any) -> None:
+        # Until the worker installs its own handlers (after this hook), the master's handlers, inherited by the
+        # fork, would swallow a SIGTERM sent while the worker warms up: shutdown would wait out the graceful
+        # timeout. A worker that has served nothing can simply die.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         # Split the cores between workers. (The model thread is restarted in the child on first use.)
         searcher = svc.loaded()
         set_threads = getattr(searcher.embedder, "set_threads", None) if searcher is not None else None
@@ -99,6 +109,15 @@ def serve(
             # request, so no client pays for it.
             searcher.warm()
         _freeze_heap()
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        if os.getpid() != worker.pid:
+            return  # gunicorn also calls this hook in the master, for a worker that is already gone
+        # The worker has finished its requests. Leave without running C++ static destructors: libraries that
+        # started threads in the master before the fork try to join them in the child, where they do not exist,
+        # and abort (SIGABRT, a core dump, and a shutdown that can take longer than the graceful timeout).
+        logging.shutdown()
+        os._exit(0)
 
     _Gunicorn(
         {
@@ -114,6 +133,7 @@ def serve(
             "errorlog": "-",
             "loglevel": "info",
             "post_fork": post_fork,
+            "worker_exit": worker_exit,
             "proc_name": "semsearch",
         }
     ).run()

@@ -51,11 +51,45 @@ def server(sample_index: Path, model_cache: Path, tmp_path_factory: pytest.TempP
                 pytest.fail("server did not become ready:\n" + log.read_text())
             yield base
         finally:
+            stopping = time.monotonic()
             proc.terminate()
             proc.wait(timeout=30)
+    assert time.monotonic() - stopping < 15, "shutdown waited for the graceful timeout"
     text = log.read_text()
     assert "Traceback" not in text, text
+    assert_clean_exit(text)
     assert "my secret question" not in text  # queries are never logged
+
+
+def assert_clean_exit(log: str) -> None:
+    """No worker died of an abort on its way out (C++ destructors joining threads that only the master had)."""
+    assert "SIGABRT" not in log and "terminate called" not in log, log
+
+
+def test_sigterm_while_workers_warm_up_stops_the_server_at_once(sample_index: Path, model_cache: Path,
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    log = tmp_path / "server.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "semsearch.cli", "serve", "--index-dir", str(sample_index), "--port",
+             str(_free_port()), "--workers", "2"],
+            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "SEMSEARCH_CACHE_DIR": str(model_cache)},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "Booting worker" not in log.read_text():  # a worker was forked and is warming up
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        stopping = time.monotonic()
+        proc.terminate()
+        proc.wait(timeout=30)
+        assert time.monotonic() - stopping < 10, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text()
+    assert_clean_exit(log.read_text())
 
 
 def test_search_over_real_http(server: str) -> None:
