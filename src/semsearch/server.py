@@ -15,6 +15,7 @@ import tempfile
 from typing import Any
 
 from .config import Settings
+from .embedding import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ def serve(
     workers: int = 1,
     threads: int = 8,
     dev: bool = False,
+    embedder: Embedder | None = None,
 ) -> None:
-    """Serve the index in ``settings.index_dir`` until interrupted."""
+    """Serve the index in ``settings.index_dir`` until interrupted. ``embedder``: your own model object (any
+    :class:`~semsearch.embedding.Embedder`) instead of the sentence-transformers model the index names."""
     _configure_logging()
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before prometheus_client is imported, so every worker writes its samples to shared files.
@@ -63,7 +66,7 @@ def serve(
         # process, its forked children run the model ~70% slower (measured 9.4 ms vs 5.5 ms per query). Each
         # worker raises its thread count after the fork (post_fork below).
         settings = settings.with_(threads=1)
-    app = create_app(settings)
+    app = create_app(settings, embedder=embedder)
     svc = service_of(app)
     try:
         # Load model and index now: fail fast, and share them (BM25 index included) with the forked workers.
