@@ -19,11 +19,10 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 
-from semsearch import Searcher, Settings, reindex
-from semsearch.chunking import split_sentences
-from semsearch.context import Context
+from semsearch import Context, Searcher, Settings, reindex
 from semsearch.errors import SemsearchError
-from semsearch.keyword import analyse
+from semsearch.index.keyword import analyse
+from semsearch.ingest.chunking import split_sentences
 
 SAMPLE = Path(__file__).resolve().parent / "articles"
 LLM = Callable[[str], str]

@@ -74,7 +74,7 @@ class CachingEmbedder:
 @contextlib.contextmanager
 def variant(name: str | None) -> Iterator[None]:
     """The adaptive fusion as one of the earlier defaults (see GRID) while the block runs."""
-    from semsearch import fusion
+    from semsearch.retrieve import fusion
 
     saved = fusion.own_share, fusion.coverage_gate
     if name in ("adaptive-passage", "adaptive-ungated"):
@@ -91,8 +91,8 @@ def variant(name: str | None) -> Iterator[None]:
 
 def run(dataset: Path, name: str, chunking_name: str, settings: Any, embedder: Any, rows: list[dict[str, Any]]) -> None:
     from semsearch import Searcher
-    from semsearch.evaluation import evaluation_level, load_beir, rank_documents, rank_passages, score_run
-    from semsearch.indexing import apply_articles
+    from semsearch.eval.beir import evaluation_level, load_beir, rank_documents, rank_passages, score_run
+    from semsearch.index.build import apply_articles
 
     data = load_beir(dataset)
     index_dir = WORK / f"{name}-{chunking_name}"
@@ -146,7 +146,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "ablation.json")
     args = parser.parse_args()
     from semsearch import ChunkSettings, Settings
-    from semsearch.embedding import load_embedder
+    from semsearch.models.embedding import load_embedder
 
     WORK.mkdir(parents=True, exist_ok=True)
     chunkings = {

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 def make_queries(corpus: Path, n: int) -> list[str]:
     """Unique natural-language queries from the corpus headlines (several phrasings each)."""
-    from semsearch.articles import load_articles
+    from semsearch.ingest.articles import load_articles
 
     titles = [a.title for a in load_articles([corpus]).articles if a.title]
     templates = ["{}", "what happened with {}", "news about {}", "{} latest", "why {}", "who said {}"]
@@ -231,7 +231,7 @@ def main() -> int:
             [*SEMSEARCH, "index", str(args.corpus), "--index-dir", str(index_dir)], check=True, stdout=sys.stderr
         )
 
-    from semsearch.server import default_workers
+    from semsearch.serve.gunicorn import default_workers
 
     args.workers = args.workers or default_workers()
     levels = [int(x) for x in args.levels.split(",")]

@@ -46,10 +46,10 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from semsearch import Settings
-    from semsearch.articles import LoadReport, load_articles
-    from semsearch.embedding import SentenceTransformerEmbedder, resolve_model
-    from semsearch.indexing import apply_articles
-    from semsearch.search import Searcher
+    from semsearch.index.build import apply_articles
+    from semsearch.ingest.articles import LoadReport, load_articles
+    from semsearch.models.embedding import SentenceTransformerEmbedder, resolve_model
+    from semsearch.retrieve.searcher import Searcher
 
     settings = Settings(progress=False)
     loaded = load_articles([args.corpus], exclude=settings.exclude)

@@ -66,7 +66,7 @@ def write_passage_set(
     default chunking cuts them, ``<article id>#<ordinal>``) that overlap its answer text (one, or two when a long
     paragraph was split inside the answer)."""
     from semsearch import ChunkSettings
-    from semsearch.chunking import chunk_article
+    from semsearch.ingest.chunking import chunk_article
 
     passages = {a.id: chunk_article(a, ChunkSettings(), embedder.count_tokens, embedder.max_tokens) for a in articles}
     corpus = [{"_id": a.id, "title": a.title, "text": a.text} for a in articles]
@@ -81,7 +81,7 @@ def write_passage_set(
         qrels.extend((qid, f"{article.id}#{p.ordinal}") for p in holding)
     write_beir(out, corpus, queries, qrels)
     # The index must cut the articles read back from corpus.jsonl exactly as above, or the ordinals mislead.
-    from semsearch.evaluation import load_beir
+    from semsearch.eval.beir import load_beir
 
     for article in load_beir(out).corpus.articles:
         again = chunk_article(article, ChunkSettings(), embedder.count_tokens, embedder.max_tokens)
@@ -210,8 +210,8 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
     from semsearch import Settings
-    from semsearch.articles import load_articles
-    from semsearch.embedding import load_embedder
+    from semsearch.ingest.articles import load_articles
+    from semsearch.models.embedding import load_embedder
 
     if BBC.exists():
         articles = load_articles([BBC], exclude=Settings().exclude).articles

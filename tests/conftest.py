@@ -13,7 +13,7 @@ import pytest
 
 from semsearch import ChunkSettings, Settings, build_index
 from semsearch.config import DEFAULT_MODEL
-from semsearch.indexing import IndexReport
+from semsearch.index.build import IndexReport
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = ROOT / "examples" / "articles"
@@ -77,9 +77,9 @@ def fake_embedder() -> FakeEmbedder:
 @pytest.fixture
 def use_fake_embedder(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedder) -> FakeEmbedder:
     """Make every model load in the library (CLI, API) return the fake embedder."""
-    import semsearch.embedding
-    import semsearch.indexing
-    import semsearch.search
+    import semsearch.index.build
+    import semsearch.models.embedding
+    import semsearch.retrieve.searcher
 
     def load(settings: Settings) -> FakeEmbedder:
         # The fake stands in for the default model too (what the CLI asks for when no index exists yet).
@@ -89,13 +89,13 @@ def use_fake_embedder(monkeypatch: pytest.MonkeyPatch, fake_embedder: FakeEmbedd
             raise ModelLoadError(f"cannot load embedding model {settings.model!r} (test)")
         return fake_embedder
 
-    for module in (semsearch.embedding, semsearch.indexing, semsearch.search):
+    for module in (semsearch.models.embedding, semsearch.index.build, semsearch.retrieve.searcher):
         monkeypatch.setattr(module, "load_embedder", load)
     return fake_embedder
 
 
 def fixture_settings(index_dir: Path) -> Settings:
-    """The settings of the fixture index (also used by tests/crash_child.py, so its runs are incremental)."""
+    """The settings of the fixture index (also used by tests/index/crash_child.py, so its runs are incremental)."""
     # min_chars=20: every paragraph of the small fixture corpus is its own passage.
     return Settings(index_dir=index_dir, precision="fp32", chunking=ChunkSettings(min_chars=20))
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from semsearch.cli import main
-from semsearch.layout import IndexLayout
-from semsearch.store import IndexVersion
+from semsearch.index.layout import IndexLayout
+from semsearch.index.reader import IndexVersion
 
 from .conftest import FIXTURES
 
@@ -93,14 +93,14 @@ def test_eval_of_a_corpus_without_keyword_terms_reports_instead_of_crashing(runn
 def test_serve_with_corpus_builds_the_index_first_then_updates_it_incrementally(
     runner: CliRunner, corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import semsearch.server
+    import semsearch.serve.gunicorn
 
     served: list[Path] = []  # what the server was started on, and when (the server itself is tested elsewhere)
 
     def record(settings, **options):  # type: ignore[no-untyped-def]
         served.append(IndexLayout(settings.index_dir).current_path())
 
-    monkeypatch.setattr(semsearch.server, "serve", record)
+    monkeypatch.setattr(semsearch.serve.gunicorn, "serve", record)
     index_dir = tmp_path / "served"
     first = runner.invoke(main, ["serve", "--corpus", str(corpus_dir), "--index-dir", str(index_dir), "--dev"])
     assert first.exit_code == 0, first.output

@@ -8,8 +8,6 @@ with Searcher.open("index") as searcher:
         print(hit.score, hit.title, hit.text)
 """
 
-from .articles import Article, LoadReport, SkippedSource, load_articles
-from .chunking import Passage
 from .config import ChunkSettings, Settings
 from .errors import (
     IndexCorruptError,
@@ -22,14 +20,24 @@ from .errors import (
     SemsearchError,
     SourceError,
 )
-from .indexing import Index, IndexReport, build_index, reindex, rollback
-from .search import Searcher, SearchHit
+from .index.build import Index, IndexReport, build_index, reindex, rollback
+from .ingest.articles import Article, LoadReport, SkippedSource, load_articles
+from .ingest.chunking import Passage
+from .models.embedding import Embedder
+from .retrieve.filters import SearchFilters
+from .retrieve.results import ArticleHit, Citation, Context, Highlight, SearchHit
+from .retrieve.searcher import Searcher
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Article",
+    "ArticleHit",
     "ChunkSettings",
+    "Citation",
+    "Context",
+    "Embedder",
+    "Highlight",
     "Index",
     "IndexCorruptError",
     "IndexLockedError",
@@ -41,6 +49,7 @@ __all__ = [
     "ModelLoadError",
     "NotFoundError",
     "Passage",
+    "SearchFilters",
     "SearchHit",
     "Searcher",
     "SemsearchError",

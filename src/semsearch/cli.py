@@ -100,7 +100,7 @@ def index(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | None,
 
     SOURCE is a file or directory of .txt/.md/.html articles, or .jsonl/.csv records.
     """
-    from .indexing import build_index
+    from .index.build import build_index
 
     settings = _settings(ctx, index_dir=index_dir, model=model, precision=precision, batch_size=batch_size)
     report = build_index(sources, settings.index_dir, settings)
@@ -123,7 +123,7 @@ def reindex(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | Non
 
     Only passages whose text changed are embedded again; the new version is published atomically.
     """
-    from .indexing import reindex as run_reindex
+    from .index.build import reindex as run_reindex
 
     settings = _settings(ctx, index_dir=index_dir, model=model)
     report = run_reindex(sources, settings.index_dir, settings, full=full, dry_run=dry_run, wait_for_lock=wait)
@@ -137,7 +137,7 @@ def reindex(ctx: click.Context, sources: tuple[Path, ...], index_dir: Path | Non
 @_fail_cleanly
 def rollback(ctx: click.Context, index_dir: Path | None, wait: bool) -> None:
     """Make the previously published index version current again (servers follow within a second)."""
-    from .indexing import rollback as run_rollback
+    from .index.build import rollback as run_rollback
 
     settings = _settings(ctx, index_dir=index_dir)
     version = run_rollback(settings.index_dir, wait_for_lock=wait)
@@ -160,8 +160,8 @@ def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str,
            published_after: str | None, published_before: str | None, index_dir: Path | None,
            as_json: bool) -> None:  # fmt: skip
     """Print the passages that best match QUERY."""
-    from .filters import SearchFilters
-    from .search import Searcher
+    from .retrieve.filters import SearchFilters
+    from .retrieve.searcher import Searcher
 
     settings = _settings(ctx, index_dir=index_dir)
     filters = SearchFilters(source=source, tags=tag, published_after=published_after, published_before=published_before)
@@ -187,8 +187,8 @@ def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str,
 @_fail_cleanly
 def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
     """Describe the published index: version, model, counts, build time."""
-    from .layout import IndexLayout
-    from .store import read_manifest
+    from .index.layout import IndexLayout
+    from .index.manifest import read_manifest
 
     settings = _settings(ctx, index_dir=index_dir)
     layout = IndexLayout(settings.index_dir)
@@ -221,7 +221,7 @@ def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str,
     """Index a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) and report nDCG@10, Recall@100 and
     MRR@10 at document level, or at passage level when the judgements name passages (DOC_ID#ORDINAL). With
     --index-dir the index is kept (and reused incrementally next time)."""
-    from .evaluation import evaluate_beir
+    from .eval.beir import evaluate_beir
 
     settings = _settings(ctx)
     report = evaluate_beir(beir_dir, settings, index_dir=index_dir, mode=mode, fusion=fusion)
@@ -255,9 +255,9 @@ def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str,
 def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int, dev: bool,
           corpus: tuple[Path, ...], index_dir: Path | None) -> None:  # fmt: skip
     """Serve the HTTP API (search page at /, OpenAPI spec at /openapi.json)."""
-    from .indexing import reindex
-    from .server import default_workers
-    from .server import serve as run_server
+    from .index.build import reindex
+    from .serve.gunicorn import default_workers
+    from .serve.gunicorn import serve as run_server
 
     settings = _settings(ctx, index_dir=index_dir)
     workers = workers or default_workers()

@@ -22,10 +22,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .context import Context
 from .errors import SemsearchError
-from .highlight import Highlight
-from .search import SearchHit
+from .retrieve.results import Context, Highlight, SearchHit
 
 _RETRY_STATUSES = {502, 503, 504}
 

@@ -83,7 +83,7 @@ class Settings:
     """Intra-op threads for the model; None: PyTorch's default (the number of cores)."""
     query_backend: str = "auto"
     """How queries are embedded: ``onnx-int8``/``onnx-fp32`` (ONNX Runtime on the request thread, see
-    semsearch.onnx_query), ``torch`` (the model thread), or ``auto``: the fastest ONNX variant that is installed
+    semsearch.models.onnx_query), ``torch`` (the model thread), or ``auto``: the fastest ONNX variant that is installed
     and measured faithful to PyTorch at load, else torch."""
     cache_dir: Path | None = None
     """Cache for derived model files (the ONNX export); None: :func:`default_cache_dir`."""

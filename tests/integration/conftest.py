@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from semsearch import Searcher, Settings, build_index
-from semsearch.embedding import SentenceTransformerEmbedder
+from semsearch.models.embedding import SentenceTransformerEmbedder
 
 from ..conftest import SAMPLE_CORPUS
 

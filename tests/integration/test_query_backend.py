@@ -1,4 +1,4 @@
-"""The ONNX Runtime query path (semsearch.onnx_query) with the real bundled model."""
+"""The ONNX Runtime query path (semsearch.models.onnx_query) with the real bundled model."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch import Searcher, Settings, onnx_query
-from semsearch.embedding import SentenceTransformerEmbedder
+from semsearch import Searcher, Settings
 from semsearch.errors import ModelLoadError
+from semsearch.models import onnx_query
+from semsearch.models.embedding import SentenceTransformerEmbedder
 
 QUERIES = [
     "Who declined to engage with the US defense officials?",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from semsearch import Searcher, Settings
-from semsearch.articles import load_articles
-from semsearch.chunking import chunk_article
-from semsearch.embedding import SentenceTransformerEmbedder, cpu_has_native_bf16
+from semsearch.ingest.articles import load_articles
+from semsearch.ingest.chunking import chunk_article
+from semsearch.models.embedding import SentenceTransformerEmbedder, cpu_has_native_bf16
 
 from ..conftest import DATASETS, SAMPLE_CORPUS
 

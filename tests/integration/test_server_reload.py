@@ -29,8 +29,8 @@ import pytest
 import requests
 
 from semsearch import Settings, build_index
-from semsearch.embedding import SentenceTransformerEmbedder
-from semsearch.indexing import reindex
+from semsearch.index.build import reindex
+from semsearch.models.embedding import SentenceTransformerEmbedder
 
 from ..conftest import SAMPLE_CORPUS
 

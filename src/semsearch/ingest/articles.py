@@ -1,0 +1,403 @@
+"""Reading articles from files: .txt/.md, .html, .jsonl and .csv, into :class:`Article` records.
+
+Bad files and rows are reported as :class:`SkippedSource` and never stop the rest from loading.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import SourceError
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm"}
+RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | RECORD_SUFFIXES
+
+_KNOWN_FIELDS = {"id", "_id", "title", "text", "url", "published", "source", "tags"}
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article: a title and a body. ``text`` is the body only; passage offsets point into it."""
+
+    id: str
+    title: str
+    text: str
+    url: str | None = None
+    published: str | None = None
+    """ISO 8601 date or datetime, normalised from the input when it could be parsed."""
+    source: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    """Where the article came from (file, or file:line for records)."""
+
+    @property
+    def content_hash(self) -> str:
+        """A hash of everything that is indexed, so an unchanged article is recognised on reindex."""
+        payload = json.dumps(
+            [
+                self.title,
+                self.text,
+                self.url,
+                self.published,
+                self.source,
+                list(self.tags),
+                dict(self.metadata),
+            ],
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "url": self.url,
+            "published": self.published,
+            "source": self.source,
+            "tags": list(self.tags),
+            "metadata": dict(self.metadata),
+            "path": self.path,
+        }
+
+
+@dataclass(frozen=True)
+class SkippedSource:
+    """A file or record that was not indexed, and why."""
+
+    location: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"location": self.location, "reason": self.reason}
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_articles` read: the articles, what it skipped, and warnings (e.g. encoding fallbacks)."""
+
+    articles: list[Article] = field(default_factory=list)
+    skipped: list[SkippedSource] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_articles(sources: Iterable[str | Path], exclude: Iterable[str] = ()) -> LoadReport:
+    """Read every article under ``sources`` (files or directory trees).
+
+    Raises :class:`SourceError` only when a named source does not exist; unreadable files, bad rows and
+    duplicate ids are reported in the result and skipped.
+    """
+    report = LoadReport()
+    seen: dict[str, str] = {}
+    for article in iter_articles(sources, report, exclude=exclude):
+        where = article.path or article.id
+        if article.id in seen:
+            report.skipped.append(
+                SkippedSource(where, f"duplicate article id {article.id!r} (first seen in {seen[article.id]})")
+            )
+            continue
+        seen[article.id] = where
+        report.articles.append(article)
+    return report
+
+
+def iter_articles(sources: Iterable[str | Path], report: LoadReport, exclude: Iterable[str] = ()) -> Iterator[Article]:
+    """Yield articles from each source in a stable order, recording skips and warnings in ``report``."""
+    patterns = tuple(exclude)
+    source_list = [Path(s) for s in sources]
+    for src in source_list:
+        if not src.exists():
+            raise SourceError(f"source not found: {src}")
+    for src in source_list:
+        if src.is_dir():
+            for path in _walk(src, patterns):
+                yield from _read_file(path, path.relative_to(src).as_posix(), report)
+        else:
+            yield from _read_file(src, src.name, report)
+
+
+def _walk(root: Path, exclude: tuple[str, ...]) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            continue
+        if any(fnmatch.fnmatch(path.name, pat) for pat in exclude):
+            continue
+        yield path
+
+
+def _read_file(path: Path, rel_id: str, report: LoadReport) -> Iterator[Article]:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        report.skipped.append(SkippedSource(str(path), f"unsupported file type {suffix or '(none)'}"))
+        return
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        report.skipped.append(SkippedSource(str(path), f"cannot read file: {exc.strerror or exc}"))
+        return
+    if b"\x00" in raw[:8192]:
+        report.skipped.append(SkippedSource(str(path), "binary file (contains NUL bytes)"))
+        return
+    text = decode_bytes(raw, str(path), report.warnings)
+    try:
+        if suffix in TEXT_SUFFIXES:
+            article = parse_text_article(text, rel_id, str(path), markdown=suffix != ".txt")
+            yield article
+        elif suffix in HTML_SUFFIXES:
+            yield parse_html_article(text, rel_id, str(path))
+        elif suffix == ".csv":
+            yield from _read_csv(text, path, rel_id, report)
+        else:
+            yield from _read_jsonl(text, path, rel_id, report)
+    except _BadRecord as exc:
+        report.skipped.append(SkippedSource(str(path), str(exc)))
+
+
+class _BadRecord(ValueError):
+    pass
+
+
+def decode_bytes(raw: bytes, where: str, warnings: list[str]) -> str:
+    """UTF-8 (BOM tolerated); else cp1252, else latin-1, with a warning naming the file."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        msg = f"{where}: not valid UTF-8, decoded as {encoding}"
+        log.warning(msg)
+        warnings.append(msg)
+        return text
+    raise AssertionError("latin-1 decodes any byte string")  # pragma: no cover
+
+
+def _normalise_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def parse_text_article(text: str, article_id: str, path: str | None = None, *, markdown: bool = False) -> Article:
+    """Headline on the first non-empty line, body after it (as in the seed article)."""
+    text = _normalise_newlines(text)
+    lines = text.split("\n")
+    idx = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if idx is None:
+        raise _BadRecord("empty file")
+    title = lines[idx].strip()
+    if markdown:
+        title = title.lstrip("#").strip()
+    body = "\n".join(lines[idx + 1 :]).strip("\n").rstrip()
+    if not body.strip():
+        raise _BadRecord("no text after the headline")
+    return Article(id=article_id, title=title, text=body, path=path)
+
+
+# Elements that are page chrome, never article text.
+_HTML_DROP = "script, style, noscript, template, nav, header, footer, aside, form, iframe, svg, button, figure"
+_HTML_BLOCKS = "p, h2, h3, h4, h5, h6, li, blockquote, pre"
+
+
+def parse_html_article(html: str, article_id: str, path: str | None = None) -> Article:
+    """Main text and metadata from an HTML page, using a real HTML parser (selectolax/lexbor).
+
+    The main container is ``<article>``, else ``<main>``/``[role=main]``, else ``<body>``; navigation, headers,
+    footers, asides and scripts are removed; block elements become paragraphs.
+    """
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(html)
+
+    def meta(*names: str) -> str | None:
+        for name in names:
+            node = tree.css_first(f'meta[property="{name}"]') or tree.css_first(f'meta[name="{name}"]')
+            if node is not None and (node.attributes.get("content") or "").strip():
+                return (node.attributes.get("content") or "").strip()
+        return None
+
+    container = tree.css_first("article") or tree.css_first("main") or tree.css_first('[role="main"]')
+    container = container or tree.body
+    if container is None:
+        raise _BadRecord("HTML has no body")
+    h1 = container.css_first("h1") or tree.css_first("h1")
+    title_node = tree.css_first("title")
+    title = (
+        meta("og:title")
+        or (h1.text(separator=" ", strip=True) if h1 is not None else "")
+        or (title_node.text(strip=True) if title_node is not None else "")
+    )
+    url = meta("og:url")
+    canonical = tree.css_first('link[rel="canonical"]')
+    if canonical is not None and canonical.attributes.get("href"):
+        url = canonical.attributes.get("href")
+    published = meta("article:published_time", "date", "pubdate")
+    time_node = container.css_first("time[datetime]")
+    if published is None and time_node is not None:
+        published = time_node.attributes.get("datetime")
+    source = meta("og:site_name")
+
+    for node in container.css(_HTML_DROP):
+        node.decompose()
+    if h1 is not None and h1.parent is not None:
+        h1.decompose()
+    paragraphs: list[str] = []
+    for node in container.css(_HTML_BLOCKS):
+        # Only leaf-level blocks: a <li> holding <p>s is covered by those <p>s. (css() includes the node itself.)
+        if len(node.css(_HTML_BLOCKS)) > 1:
+            continue
+        text = " ".join(node.text(separator=" ", strip=True).split())
+        if text:
+            paragraphs.append(text)
+    if not paragraphs:
+        text = " ".join(container.text(separator=" ", strip=True).split())
+        paragraphs = [text] if text else []
+    if not paragraphs:
+        raise _BadRecord("no text found in HTML")
+    return Article(
+        id=article_id,
+        title=" ".join(title.split()),
+        text="\n\n".join(paragraphs),
+        url=url,
+        published=normalise_date(published),
+        source=source,
+        path=path,
+    )
+
+
+def _read_jsonl(text: str, path: Path, rel_id: str, report: LoadReport) -> Iterator[Article]:
+    for lineno, line in enumerate(_normalise_newlines(text).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            report.skipped.append(SkippedSource(where, f"invalid JSON: {exc.msg}"))
+            continue
+        if not isinstance(record, dict):
+            report.skipped.append(SkippedSource(where, "record is not a JSON object"))
+            continue
+        try:
+            yield record_to_article(record, f"{rel_id}#{lineno}", where, report.warnings)
+        except _BadRecord as exc:
+            report.skipped.append(SkippedSource(where, str(exc)))
+
+
+def _read_csv(text: str, path: Path, rel_id: str, report: LoadReport) -> Iterator[Article]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        raise _BadRecord("empty CSV file")
+    if "text" not in reader.fieldnames:
+        raise _BadRecord(f"CSV has no 'text' column (columns: {', '.join(reader.fieldnames)})")
+    try:
+        for rowno, row in enumerate(reader, start=2):
+            where = f"{path}:{rowno}"
+            if None in row:
+                report.skipped.append(SkippedSource(where, "row has more fields than the header"))
+                continue
+            try:
+                yield record_to_article(row, f"{rel_id}#{rowno}", where, report.warnings)
+            except _BadRecord as exc:
+                report.skipped.append(SkippedSource(where, str(exc)))
+    except csv.Error as exc:
+        report.skipped.append(SkippedSource(f"{path}:{reader.line_num}", f"CSV error: {exc}"))
+
+
+def record_to_article(
+    record: Mapping[str, Any], fallback_id: str, where: str, warnings: list[str] | None = None
+) -> Article:
+    """A JSONL/CSV record (``id``, ``title``, ``text``, optional ``url``, ``published``, ``source``, ``tags``,
+    anything else kept as metadata) as an Article."""
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise _BadRecord("record has no 'text'")
+    title = record.get("title")
+    if title is None:
+        title = ""
+    if not isinstance(title, str):
+        raise _BadRecord("'title' must be a string")
+    raw_id = record.get("id", record.get("_id"))
+    if raw_id is None or str(raw_id).strip() == "":
+        article_id = fallback_id
+    elif isinstance(raw_id, str | int):
+        article_id = str(raw_id).strip()
+    else:
+        raise _BadRecord("'id' must be a string or an integer")
+    published_raw = record.get("published")
+    published = normalise_date(published_raw)
+    metadata = {k: v for k, v in record.items() if k not in _KNOWN_FIELDS and v not in (None, "")}
+    if published_raw not in (None, "") and published is None:
+        msg = f"{where}: unparseable 'published' value {published_raw!r} kept as metadata only"
+        if warnings is not None:
+            warnings.append(msg)
+        metadata["published_raw"] = published_raw
+    return Article(
+        id=article_id,
+        title=" ".join(title.split()),
+        text=_normalise_newlines(text).strip(),
+        url=_opt_str(record.get("url")),
+        published=published,
+        source=_opt_str(record.get("source")),
+        tags=_parse_tags(record.get("tags")),
+        metadata=metadata,
+        path=where,
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _parse_tags(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items = value.split(",") if "," in value else value.split(";")
+        return tuple(t.strip() for t in items if t.strip())
+    if isinstance(value, list | tuple):
+        return tuple(str(t).strip() for t in value if str(t).strip())
+    raise _BadRecord("'tags' must be a list or a comma-separated string")
+
+
+def normalise_date(value: Any) -> str | None:
+    """ISO 8601 (date or datetime) from ISO-ish or RFC 2822 input; None when it cannot be parsed."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if len(text) == 10 and parsed.hour == parsed.minute == parsed.second == 0 and parsed.tzinfo is None:
+        return parsed.date().isoformat()
+    return parsed.isoformat()
