@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,52 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert default_cache_dir() == tmp_path / "semsearch"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_cache_dir() == Path.home() / ".cache" / "semsearch"
+
+
+def test_every_setting_is_parsed_by_its_declared_type(tmp_path: Path) -> None:
+    """Each field from its SEMSEARCH_ variable, with the Python type the dataclass declares (the table is written
+    by hand: a new field without a row here fails the test)."""
+    raw_and_parsed = {
+        "index_dir": (str(tmp_path / "ix"), tmp_path / "ix"),
+        "model": ("some/model", "some/model"),
+        "precision": ("bf16", "bf16"),
+        "min_bf16_cosine": ("0.95", 0.95),
+        "batch_size": ("8", 8),
+        "threads": ("4", 4),
+        "query_backend": ("torch", "torch"),
+        "cache_dir": (str(tmp_path / "cache"), tmp_path / "cache"),
+        "device": ("cpu", "cpu"),
+        "allow_download": ("on", True),
+        "exclude": ("NOTES*, DRAFT*", ("NOTES*", "DRAFT*")),
+        "keep_versions": ("5", 5),
+        "progress": ("0", False),
+        "admin_token": ("t0k3n", "t0k3n"),
+        "cors_origins": ("https://a.example", ("https://a.example",)),
+        "reload_check_seconds": ("2.5", 2.5),
+        "max_body_bytes": ("1024", 1024),
+    }
+    environ = {f"SEMSEARCH_{name.upper()}": raw for name, (raw, _) in raw_and_parsed.items()}
+    settings = Settings.from_env(environ=environ)
+    for name, (_, parsed) in raw_and_parsed.items():
+        value = getattr(settings, name)
+        assert value == parsed and type(value) is type(parsed), name
+    assert set(raw_and_parsed) | {"chunking"} == {f.name for f in dataclasses.fields(Settings)}
+    chunking = Settings.from_env(environ={"SEMSEARCH_CHUNK_TITLE_CONTEXT": "false", "SEMSEARCH_CHUNK_MIN_CHARS": "80",
+                                          "SEMSEARCH_CHUNK_BOILERPLATE_PATTERNS": "a,b\n^c"}).chunking  # fmt: skip
+    assert (chunking.title_context, chunking.min_chars, chunking.boilerplate_patterns) == (False, 80, ("a,b", "^c"))
+
+
+@pytest.mark.parametrize(("name", "raw"), [("THREADS", "four"), ("RELOAD_CHECK_SECONDS", "soon"),
+                                           ("ALLOW_DOWNLOAD", "maybe"), ("CHUNK_MIN_CHARS", "1.5")])  # fmt: skip
+def test_a_value_of_the_wrong_type_names_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(InvalidRequestError, match=f"invalid value for setting {name.lower().removeprefix('chunk_')}"):
+        Settings.from_env(environ={f"SEMSEARCH_{name}": raw})
+
+
+def test_an_empty_value_unsets_an_optional_setting() -> None:
+    settings = Settings.from_env(environ={"SEMSEARCH_THREADS": "", "SEMSEARCH_ADMIN_TOKEN": "", "SEMSEARCH_MODEL": ""})
+    assert (settings.threads, settings.admin_token, settings.model) == (None, None, None)
+
+
+def test_an_empty_list_setting_is_an_empty_tuple() -> None:
+    assert Settings.from_env(environ={"SEMSEARCH_EXCLUDE": ""}).exclude == ()

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from .errors import InvalidRequestError
 
@@ -127,52 +128,46 @@ class Settings:
         """Read ``SEMSEARCH_INDEX_DIR``, ``SEMSEARCH_MODEL``, ``SEMSEARCH_PRECISION`` ... (one per field)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
         for f in fields(cls):
             raw = env.get(prefix + f.name.upper())
             if raw is None or f.name == "chunking":
                 continue
-            values[f.name] = _parse(f.name, raw)
+            values[f.name] = _parse(f.name, hints[f.name], raw)
+        chunk_hints = get_type_hints(ChunkSettings)
         chunk_values: dict[str, Any] = {}
         for f in fields(ChunkSettings):
             raw = env.get(prefix + "CHUNK_" + f.name.upper())
             if raw is not None:
-                chunk_values[f.name] = _parse(f.name, raw)
+                chunk_values[f.name] = _parse(f.name, chunk_hints[f.name], raw)
         if chunk_values:
             values["chunking"] = ChunkSettings(**chunk_values)
         return cls(**values)
 
 
-_INT_FIELDS = {
-    "batch_size",
-    "keep_versions",
-    "max_body_bytes",
-    "min_chars",
-    "max_tokens",
-    "boilerplate_max_chars",
-}
-_FLOAT_FIELDS = {"min_bf16_cosine", "reload_check_seconds"}
-_BOOL_FIELDS = {"allow_download", "progress", "title_context"}
-_TUPLE_FIELDS = {"exclude", "cors_origins", "boilerplate_patterns"}
-
-
-def _parse(name: str, raw: str) -> Any:
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    """``raw`` converted to the field's declared type (``int``, ``float``, ``bool``, ``Path``, ``str``,
+    ``tuple[str, ...]``, or one of them ``| None``, where an empty value means None)."""
+    kind = annotation
+    if get_origin(annotation) in (Union, UnionType):  # X | None
+        (kind,) = [a for a in get_args(annotation) if a is not type(None)]
+        if not raw.strip():
+            return None
     try:
-        if name in ("index_dir", "cache_dir"):
-            return Path(raw)
-        if name in _INT_FIELDS:
-            return int(raw)
-        if name in _FLOAT_FIELDS:
-            return float(raw)
-        if name in _BOOL_FIELDS:
+        if kind is bool:
             return _parse_bool(raw)
-        if name in _TUPLE_FIELDS:
-            sep = "\n" if name == "boilerplate_patterns" else ","
+        if kind in (int, float):
+            return kind(raw)
+        if kind is Path:
+            return Path(raw)
+        if get_origin(kind) is tuple:
+            sep = "\n" if name == "boilerplate_patterns" else ","  # regular expressions may contain commas
             return tuple(p.strip() for p in raw.split(sep) if p.strip())
-        if name == "admin_token":
-            return raw or None
-        return raw
+        if kind is str:
+            return raw
     except ValueError as exc:
         raise InvalidRequestError(f"invalid value for setting {name}: {raw!r}") from exc
+    raise TypeError(f"setting {name} has a type the environment cannot express: {annotation!r}")
 
 
 def _parse_bool(raw: str) -> bool:
