@@ -22,7 +22,8 @@ from ..config import Settings
 from ..errors import IndexNotFoundError, InvalidRequestError, SemsearchError
 from ..models.embedding import Embedder
 from ..retrieve.filters import SearchFilters
-from ..retrieve.searcher import DEFAULT_MODE, Searcher, validate_k, validate_mode, validate_query
+from ..retrieve.searcher import Searcher
+from ..retrieve.validation import DEFAULT_MODE, validate_k, validate_mode, validate_query
 from .metrics import Metrics
 from .openapi import openapi_spec
 
