@@ -4,6 +4,7 @@ import itertools
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,61 @@ def test_context_endpoint_validation(live_server) -> None:
     ]:
         response = client.post("/context", json=body)
         assert response.status_code == 400 and message in response.get_json()["error"]["message"]
+
+
+def test_citations_name_every_merged_passage_and_its_paragraph_range(rag_searcher: Searcher) -> None:
+    hits = rag_searcher.search("story 2 ferry sailings October operator demand commuters", k=8, highlights=False)
+    ctx = rag_searcher.context("story 2 ferry sailings October operator demand commuters", max_tokens=5000, k=8,
+                               tokenizer=count_words)  # fmt: skip
+    assert sorted(p for c in ctx.citations for p in c.passage_ids) == sorted(h.passage_id for h in hits)
+    for citation in ctx.citations:
+        stored = {p.id: p for p in rag_searcher.article(citation.article_id).passages}
+        cited = [stored[p] for p in citation.passage_ids]
+        assert citation.paragraph == min(p.paragraph for p in cited)
+        assert citation.last_paragraph == max(p.last_paragraph for p in cited)
+        assert (citation.start, citation.end) == (min(p.start for p in cited), max(p.end for p in cited))
+    assert any(len(c.passage_ids) > 1 for c in ctx.citations)
+
+
+def test_a_budget_of_exactly_the_full_count_keeps_everything(rag_searcher: Searcher) -> None:
+    full = rag_searcher.context("ferry fares night sailings", max_tokens=5000, k=6, tokenizer=count_words)
+    exact = rag_searcher.context("ferry fares night sailings", max_tokens=full.token_count, k=6, tokenizer=count_words)
+    assert exact.text == full.text and exact.citations == full.citations
+    short = rag_searcher.context("ferry fares night sailings", max_tokens=full.token_count - 1, k=6,
+                                 tokenizer=count_words)  # fmt: skip
+    assert short.text != full.text and short.token_count <= full.token_count - 1
+
+
+@pytest.fixture(scope="module")
+def long_paragraph_searcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searcher]:
+    embedder = FakeEmbedder(max_tokens=256)
+    settings = Settings(index_dir=tmp_path_factory.mktemp("long") / "ix")
+    sentences = ["The tide mill opened in 1810.", "It ground wheat for the valley.", "A storm broke its wheel in 1902.",
+                 "Volunteers rebuilt the wheel last spring."]  # fmt: skip
+    articles = [Article(id="mill", title="Tide mill", text=" ".join(sentences)),  # no url: labelled by title alone
+                Article(id="untitled", title="", text="An untitled note about the tide mill wheel.")]  # fmt: skip
+    Index(settings.index_dir, settings, embedder=embedder).upsert(articles)
+    with Searcher.open(settings.index_dir, settings, embedder=embedder) as searcher:
+        yield searcher
+
+
+@pytest.mark.parametrize("whole_sentences", [1, 2, 3])
+def test_a_block_is_cut_after_the_last_whole_sentence_that_fits(long_paragraph_searcher: Searcher,
+                                                                 whole_sentences: int) -> None:  # fmt: skip
+    body = long_paragraph_searcher.article("mill").article.text
+    ends = [m.end() for m in re.finditer(r"\.", body)]
+    kept = body[: ends[whole_sentences - 1]]
+    budget = count_words("[1] Tide mill: " + kept) + 2  # room for a bit more, not for the next whole sentence
+    ctx = long_paragraph_searcher.context("tide mill wheel storm volunteers", max_tokens=budget, k=1,
+                                          mode="keyword", tokenizer=count_words)  # fmt: skip
+    assert ctx.text == "[1] Tide mill: " + kept
+    assert (ctx.citations[0].start, ctx.citations[0].end) == (0, len(kept))
+
+
+def test_labels_without_url_or_title(long_paragraph_searcher: Searcher) -> None:
+    ctx = long_paragraph_searcher.context("untitled note tide mill wheel", max_tokens=500, k=2, tokenizer=count_words)
+    labels = re.findall(r"^\[\d+\] [^:]*:", ctx.text, flags=re.M)
+    assert sorted(labels) == ["[1] untitled:", "[2] Tide mill:"] or sorted(labels) == [
+        "[1] Tide mill:",
+        "[2] untitled:",
+    ]

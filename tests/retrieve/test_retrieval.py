@@ -87,6 +87,49 @@ def test_a_filter_matching_few_passages_still_finds_them_all(searcher: Searcher,
     assert {h.article_id for h in hits} == {"a29"} and len(hits) == len(stored.passages)
 
 
+def test_datetime_filters_compare_instants_across_time_zones(tmp_path: Path, fake_embedder: FakeEmbedder) -> None:
+    settings = Settings(index_dir=tmp_path / "ix")
+    published = {
+        "berlin-morning": "2026-03-15T10:00:00+02:00",  # 08:00 UTC
+        "new-york-night": "2026-03-14T23:30:00-05:00",  # 04:30 UTC on the 15th
+        "utc-noon": "2026-03-15T12:00:00Z",
+        "plain-date": "2026-03-15",
+        "next-day": "2026-03-16",
+        "undated": None,
+    }
+    articles = [Article(id=i, title=f"Ferry story {i}", text=f"The ferry story {i} about harbour fares.", published=p)
+                for i, p in published.items()]  # fmt: skip
+    Index(settings.index_dir, settings, embedder=fake_embedder).upsert(articles)
+    cases = [
+        # A plain date is midnight UTC against a datetime bound.
+        (SearchFilters(published_after="2026-03-15T09:00:00Z"), {"utc-noon", "next-day"}),
+        (SearchFilters(published_after="2026-03-15T07:59:59+00:00", published_before="2026-03-15T08:00:00Z"),
+         {"berlin-morning"}),
+        (SearchFilters(published_before="2026-03-15T05:00:00+00:00"), {"new-york-night", "plain-date"}),
+        (SearchFilters(published_after="2026-03-15T05:30:00+01:00", published_before="2026-03-15T11:00:00+02:00"),
+         {"berlin-morning", "new-york-night"}),  # 04:30-09:00 UTC, both bounds inclusive
+        (SearchFilters(published_after="2026-03-15", published_before="2026-03-15"),
+         {"berlin-morning", "new-york-night", "utc-noon", "plain-date"}),  # the whole UTC day
+        (SearchFilters(published_after="2026-03-16"), {"next-day"}),
+        (SearchFilters(published_after="2026-03-15T10:00:00"), {"utc-noon", "next-day"}),  # no zone: UTC
+    ]  # fmt: skip
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+        for filters, expected in cases:
+            for mode in MODES:
+                hits = searcher.search("ferry story harbour fares", k=20, mode=mode, filters=filters)
+                assert {h.article_id for h in hits} == expected, (filters, mode)
+        assert searcher.article("berlin-morning").article.published == "2026-03-15T08:00:00+00:00"
+
+
+def test_filters_from_nothing_are_the_empty_filter() -> None:
+    assert SearchFilters.from_dict(None) == SearchFilters.from_dict({}) == SearchFilters()
+    assert SearchFilters().empty and not SearchFilters(tags=("x",)).empty
+    assert not SearchFilters(published_before="2026-01-01").empty and not SearchFilters(article_ids=("a",)).empty
+    assert SearchFilters.from_dict({"published_after": "2026-03-15T10:00:00+02:00"}).published_after == (
+        "2026-03-15T08:00:00+00:00"
+    )
+
+
 def test_filter_validation() -> None:
     with pytest.raises(InvalidRequestError, match="ISO date"):
         SearchFilters(published_after="last week")

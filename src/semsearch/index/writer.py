@@ -15,7 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..ingest.articles import Article
+from ..ingest.articles import Article, normalise_date
 from ..ingest.chunking import Passage, embed_hash
 from .layout import KEYWORD_DIR, MANIFEST, META_DB, VECTORS, IndexLayout, fsync_dir, new_version_id
 from .manifest import FORMAT_VERSION, IndexManifest
@@ -116,7 +116,7 @@ class VersionWriter:
                 article.title,
                 article.text,
                 article.url,
-                article.published,
+                normalise_date(article.published) or article.published,  # comparable by filters
                 article.source,
                 json.dumps(list(article.tags), ensure_ascii=False),
                 json.dumps(dict(article.metadata), ensure_ascii=False, default=str),

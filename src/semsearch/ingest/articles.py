@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -385,7 +385,9 @@ def _parse_tags(value: Any) -> tuple[str, ...]:
 
 
 def normalise_date(value: Any) -> str | None:
-    """ISO 8601 (date or datetime) from ISO-ish or RFC 2822 input; None when it cannot be parsed."""
+    """ISO 8601 from ISO-ish or RFC 2822 input: a plain date stays a date (``2026-03-15``); a datetime becomes UTC
+    (``2026-03-15T08:00:00+00:00``; one without a zone is taken as UTC), so that dates and datetimes from any zone
+    compare correctly as strings (filters do). None when it cannot be parsed."""
     if value is None:
         return None
     text = str(value).strip()
@@ -400,4 +402,6 @@ def normalise_date(value: Any) -> str | None:
             return None
     if len(text) == 10 and parsed.hour == parsed.minute == parsed.second == 0 and parsed.tzinfo is None:
         return parsed.date().isoformat()
-    return parsed.isoformat()
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat()

@@ -23,9 +23,11 @@ class SearchFilters:
     source: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     published_after: str | None = None
-    """Inclusive ISO date or datetime. Articles without a published date never match a date filter."""
+    """Inclusive ISO date or datetime (compared in UTC; a datetime without a zone is UTC). Articles without a
+    published date never match a date filter."""
     published_before: str | None = None
-    """Inclusive: a plain date includes that whole day."""
+    """Inclusive: a plain date includes that whole day (UTC). Against a datetime bound, an article published on a
+    plain date counts as midnight UTC of that day."""
     article_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
