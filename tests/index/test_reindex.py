@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from click.testing import CliRunner
 from semsearch import Article, Index, Searcher, Settings, reindex, rollback
 from semsearch.cli import main
 from semsearch.config import ChunkSettings
-from semsearch.errors import IndexLockedError, InvalidRequestError
+from semsearch.errors import IndexLockedError, IndexMismatchError, InvalidRequestError
 from semsearch.index.layout import IndexLayout
 
 from ..conftest import FakeEmbedder
@@ -76,6 +77,30 @@ def test_rollback_returns_to_the_previous_version(built_index, corpus_dir, setti
     # Rolling back again returns to the version published before the current one in the history.
     assert rollback(settings.index_dir) == second.version_id
     app_searcher.close()
+
+
+def test_rollback_walks_the_publish_history(built_index, corpus_dir, settings, fake_embedder):
+    """The rollback target is the version published just before the current one's last publish, skipping
+    versions no longer on disk, and a current version missing from the history (a crash between the pointer and
+    the history) still has the last recorded one as its target."""
+    v1 = built_index.version_id
+    versions = [v1]
+    for name in ("glacier", "volcano", "tsunami"):
+        (corpus_dir / f"{name}.txt").write_text(f"{name.title()}\n\nAn article about a {name}.", encoding="utf-8")
+        versions.append(reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder).version_id)
+    _, v2, v3, v4 = versions
+    layout = IndexLayout(settings.index_dir)
+    assert layout.previous_version() == v3
+    assert rollback(settings.index_dir) == v3  # history: v1 v2 v3 v4 v3
+    assert layout.current_version() == v3 and layout.previous_version() == v4
+    assert rollback(settings.index_dir) == v4  # undoes the rollback
+    shutil.rmtree(layout.version_path(v3))  # as if pruned
+    assert layout.previous_version() == v2
+    # A writer killed between replacing CURRENT and appending to HISTORY: the current version is not in it.
+    layout.current_file.write_text("20991231T000000000000Z-ffffff\n")
+    assert layout.previous_version() == v4
+    layout.current_file.write_text(v1 + "\n")  # the first version has nothing before it
+    assert layout.previous_version() is None
 
 
 def test_rollback_without_history_is_a_clear_error(built_index, settings):
@@ -179,3 +204,23 @@ def test_reindex_of_an_empty_directory_removes_everything(built_index, tmp_path:
     report = reindex([empty], settings.index_dir, settings, embedder=fake_embedder)
     assert report.removed == 3 and report.articles == 0
     assert search_ids(settings, fake_embedder, "bridge") == []
+
+
+def test_a_version_built_with_another_model_is_never_switched_to(built_index, corpus_dir, settings, fake_embedder):
+    searcher = Searcher.open(settings.index_dir, settings, embedder=fake_embedder)
+    before = searcher.version.version_id
+    other = FakeEmbedder(model_id="test/other-model")
+    reindex([corpus_dir], settings.index_dir, settings.with_(model="test/other-model"), embedder=other, full=True)
+    with pytest.raises(IndexMismatchError, match="other-model"):
+        searcher.reload()
+    assert searcher.version.version_id == before and searcher.search("bridge architect", k=1)
+    searcher.close()
+
+
+def test_reload_checks_are_rate_limited(built_index, corpus_dir, settings, fake_embedder):
+    searcher = Searcher.open(settings.index_dir, settings.with_(reload_check_seconds=3600), embedder=fake_embedder)
+    (corpus_dir / "volcano.txt").write_text("Volcano erupts\n\nThe volcano erupted.", encoding="utf-8")
+    reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    assert searcher.maybe_reload() is False and searcher.manifest.articles == 3  # not checked for an hour
+    assert searcher.reload() is True and searcher.manifest.articles == 4  # an explicit reload always checks
+    searcher.close()

@@ -166,3 +166,24 @@ def test_warm_loads_the_keyword_index_and_every_vector_page_before_any_search(
     with Searcher(IndexLayout(settings.index_dir), version, fake_embedder, settings, "adaptive") as searcher:
         assert searcher.search("harbour ferries item 7", k=3)[0].article_id == "a7"
     assert len(loads) == 1  # the search found everything loaded
+
+
+@pytest.mark.parametrize("field", ["passages", "dim"])
+def test_a_vector_file_that_disagrees_with_the_manifest_is_refused(built_index, settings: Settings, fake_embedder,
+                                                                   field: str) -> None:  # fmt: skip
+    path = IndexLayout(settings.index_dir).current_path() / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest[field] += 1  # only this one disagrees
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="vectors of dimension"):
+        IndexVersion(path.parent)
+
+
+def test_an_empty_corpus_builds_an_empty_index_that_answers(tmp_path: Path, fake_embedder: FakeEmbedder) -> None:
+    (tmp_path / "empty").mkdir()
+    settings = Settings(index_dir=tmp_path / "ix")
+    report = build_index([tmp_path / "empty"], settings.index_dir, settings, embedder=fake_embedder)
+    assert report.published and (report.articles, report.passages) == (0, 0)
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+        for mode in ("dense", "keyword", "hybrid"):
+            assert searcher.search("anything at all", k=5, mode=mode) == []
