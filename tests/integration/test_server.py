@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,81 +12,37 @@ from pathlib import Path
 import pytest
 import requests
 
+from .servers import assert_clean_exit, running_server, start_server
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(sample_index: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "semsearch.cli", "serve", "--index-dir", str(sample_index), "--port", str(port),
-             "--workers", "2", "--threads", "4"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "SEMSEARCH_ADMIN_TOKEN": "integration-token", "SEMSEARCH_CACHE_DIR": str(model_cache)},
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                time.sleep(0.25)
-            else:
-                pytest.fail("server did not become ready:\n" + log.read_text())
-            yield base
-        finally:
-            stopping = time.monotonic()
-            proc.terminate()
-            proc.wait(timeout=30)
-    assert time.monotonic() - stopping < 15, "shutdown waited for the graceful timeout"
-    text = log.read_text()
-    assert "Traceback" not in text, text
-    assert_clean_exit(text)
-    assert "my secret question" not in text  # queries are never logged
-
-
-def assert_clean_exit(log: str) -> None:
-    """No worker died of an abort on its way out (C++ destructors joining threads that only the master had)."""
-    assert "SIGABRT" not in log and "terminate called" not in log, log
+    env = {"SEMSEARCH_ADMIN_TOKEN": "integration-token"}
+    with running_server(sample_index, tmp_path_factory.mktemp("server"), model_cache, env) as running:
+        yield running.base
+    assert "my secret question" not in running.log.read_text()  # queries are never logged
 
 
 def test_sigterm_while_workers_warm_up_stops_the_server_at_once(sample_index: Path, model_cache: Path,
                                                                 tmp_path: Path) -> None:  # fmt: skip
-    log = tmp_path / "server.log"
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "semsearch.cli", "serve", "--index-dir", str(sample_index), "--port",
-             str(_free_port()), "--workers", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "SEMSEARCH_CACHE_DIR": str(model_cache)},
-        )  # fmt: skip
+    server = start_server(sample_index, tmp_path, model_cache)
     try:
         deadline = time.monotonic() + 90
-        while "Booting worker" not in log.read_text():  # a worker was forked and is warming up
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        while "Booting worker" not in server.log.read_text():  # a worker was forked and is warming up
+            assert server.proc.poll() is None and time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.01)
         stopping = time.monotonic()
-        proc.terminate()
-        proc.wait(timeout=30)
-        assert time.monotonic() - stopping < 10, log.read_text()
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+        assert time.monotonic() - stopping < 10, server.log.read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert "Traceback" not in log.read_text()
-    assert_clean_exit(log.read_text())
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+    assert "Traceback" not in server.log.read_text()
+    assert_clean_exit(server.log.read_text())
 
 
 def test_search_over_real_http(server: str) -> None:

@@ -14,13 +14,9 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,6 +29,7 @@ from semsearch.index.build import reindex
 from semsearch.models.embedding import SentenceTransformerEmbedder
 
 from ..conftest import SAMPLE_CORPUS
+from .servers import Server, running_server
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc to identify workers")
 
@@ -53,79 +50,13 @@ ADMIN_TOKEN = "reload-test-token"
 WORKERS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    base: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def workers(self) -> set[int]:
-        """The pids of the server process's children: gunicorn's workers."""
-        children = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # exited meanwhile
-                continue
-            ppid = int(stat.rpartition(")")[2].split()[1])  # the name in (...) may contain spaces
-            if ppid == self.proc.pid:
-                children.add(int(entry.name))
-        return children
-
-
 @contextlib.contextmanager
 def _serve(index_dir: Path, work: Path, model_cache: Path, env: dict[str, str]) -> Iterator[Server]:
-    """``semsearch serve`` with 2 workers on a free loopback port, ready and with both workers forked; stopped on
-    exit, after which its log must hold no traceback."""
-    port = _free_port()
-    log = work / "server.log"
-    metrics_dir = work / "metrics"
-    metrics_dir.mkdir()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SEMSEARCH_")}
-    environ.update(SEMSEARCH_CACHE_DIR=str(model_cache), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env)
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "semsearch.cli", "serve", "--index-dir", str(index_dir), "--port", str(port),
-             "--workers", str(WORKERS), "--threads", "4"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=environ,
-        )  # fmt: skip
-        server = Server(f"http://127.0.0.1:{port}", port, proc, log)
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if requests.get(f"{server.base}/readyz", timeout=2).status_code == 200 and (
-                        len(server.workers()) == WORKERS
-                    ):
-                        break
-                except requests.ConnectionError:
-                    pass
-                time.sleep(0.25)
-            else:
-                pytest.fail("server did not become ready:\n" + log.read_text())
-            yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-    text = log.read_text()
-    assert "Traceback" not in text, text
-    assert "not switching to index version" not in text, text
+    """``semsearch serve`` with 2 workers, ready and with both workers forked; on exit, no version failed to
+    load."""
+    with running_server(index_dir, work, model_cache, env, workers=WORKERS) as server:
+        yield server
+    assert "not switching to index version" not in server.log.read_text()
 
 
 def _owner(server: Server, conn: http.client.HTTPConnection, workers: set[int]) -> int:
