@@ -291,13 +291,15 @@ def long_paragraph_searcher(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield searcher
 
 
+@pytest.mark.parametrize("slack", [0, 2])
 @pytest.mark.parametrize("whole_sentences", [1, 2, 3])
 def test_a_block_is_cut_after_the_last_whole_sentence_that_fits(long_paragraph_searcher: Searcher,
-                                                                 whole_sentences: int) -> None:  # fmt: skip
+                                                                 whole_sentences: int, slack: int) -> None:  # fmt: skip
     body = long_paragraph_searcher.article("mill").article.text
     ends = [m.end() for m in re.finditer(r"\.", body)]
     kept = body[: ends[whole_sentences - 1]]
-    budget = count_words("[1] Tide mill: " + kept) + 2  # room for a bit more, not for the next whole sentence
+    budget = count_words("[1] Tide mill: " + kept) + slack  # an exact fit, or room for a bit more but not for
+    # the next whole sentence
     ctx = long_paragraph_searcher.context("tide mill wheel storm volunteers", max_tokens=budget, k=1,
                                           mode="keyword", tokenizer=count_words)  # fmt: skip
     assert ctx.text == "[1] Tide mill: " + kept

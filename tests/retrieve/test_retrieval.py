@@ -121,6 +121,13 @@ def test_datetime_filters_compare_instants_across_time_zones(tmp_path: Path, fak
         assert searcher.article("berlin-morning").article.published == "2026-03-15T08:00:00+00:00"
 
 
+def test_filters_round_trip_through_their_json_form() -> None:
+    filters = SearchFilters(source=("Wire A",), tags=("local", "budget"), published_after="2026-03-15",
+                            published_before="2026-03-15T10:00:00+02:00", article_ids=("a01",))  # fmt: skip
+    assert SearchFilters.from_dict(filters.to_dict()) == filters
+    assert filters.to_dict()["published_before"] == "2026-03-15T08:00:00+00:00"
+
+
 def test_filters_from_nothing_are_the_empty_filter() -> None:
     assert SearchFilters.from_dict(None) == SearchFilters.from_dict({}) == SearchFilters()
     assert SearchFilters().empty and not SearchFilters(tags=("x",)).empty
