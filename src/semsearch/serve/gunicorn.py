@@ -19,6 +19,8 @@ from ..models.embedding import Embedder
 
 log = logging.getLogger(__name__)
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
 
 def _configure_logging() -> None:
     logging.getLogger("semsearch.http").setLevel(logging.INFO)
@@ -98,10 +100,12 @@ def serve(
 
     def post_fork(server: Any, worker: Any) -> None:
         # Until the worker installs its own handlers (after this hook), the master's handlers, inherited by the
-        # fork, would swallow a SIGTERM sent while the worker warms up: shutdown would wait out the graceful
-        # timeout. A worker that has served nothing can simply die.
+        # fork, would swallow a SIGTERM sent while the worker warms up, and shutdown would wait out the graceful
+        # timeout. A worker that has served nothing can simply die: the stop signals were blocked across the fork
+        # (see below), so one sent since is pending, and it is delivered now with the default action.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         # Split the cores between workers. (The model thread is restarted in the child on first use.)
         searcher = svc.loaded()
         set_threads = getattr(searcher.embedder, "set_threads", None) if searcher is not None else None
@@ -122,6 +126,12 @@ def serve(
         logging.shutdown()
         os._exit(0)
 
+    # Block the stop signals while gunicorn forks a worker: in the child they stay blocked (pending) until
+    # post_fork has replaced the master's handlers, so a stop sent in between is never swallowed.
+    os.register_at_fork(
+        before=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS),
+        after_in_parent=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS),
+    )
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
