@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import tempfile
 from typing import Any
 
@@ -123,8 +124,14 @@ def serve(
         # The worker has finished its requests. Leave without running C++ static destructors: libraries that
         # started threads in the master before the fork try to join them in the child, where they do not exist,
         # and abort (SIGABRT, a core dump, and a shutdown that can take longer than the graceful timeout).
+        # gunicorn calls this hook while the worker's SystemExit is propagating: keep its status, which tells the
+        # master a worker that failed to boot (3) from one that stopped (0).
+        exc = sys.exc_info()[1]
+        status = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1 if exc else 0
         logging.shutdown()
-        os._exit(0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
     # Block the stop signals while gunicorn forks a worker: in the child they stay blocked (pending) until
     # post_fork has replaced the master's handlers, so a stop sent in between is never swallowed.
