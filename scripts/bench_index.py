@@ -64,10 +64,17 @@ def main() -> int:
         total_seconds = time.perf_counter() - started
         rss_pipeline = peak_rss_mib()
         with Searcher.open(Path(tmp) / "index", settings, embedder=embedder) as searcher:
-            ids, vectors = searcher.version.all_vectors()
-            texts_by_id = dict(searcher.version._query("SELECT id, embed_text FROM passages"))
+            version = searcher.version
+            ids = np.concatenate(
+                [s.ids[~m] if m is not None else s.ids for s, m in zip(version.segments, version.masks, strict=True)]
+            )
+            vectors = version.vectors_for(ids)
+            texts_by_id = {
+                r["id"]: r["embed_text"]
+                for s in version.segments
+                for r in s.query("SELECT id, embed_text FROM passages")
+            }
         texts = [texts_by_id[int(i)] for i in ids]
-        vectors = np.array(vectors)
 
     # Baseline: what a hand-rolled script does. Plain fp32 model, encode() with its defaults.
     _, path = resolve_model(settings.model or "all-MiniLM-L6-v2")

@@ -45,8 +45,8 @@ BUGS = (
     PlantedBug(
         "warm-does-nothing",
         "src/semsearch/index/reader.py",
-        "        _ = self.keyword\n        if self._index.ntotal:",
-        "        return\n        if self._index.ntotal:",
+        "        self.keyword.warm()\n        for segment in self.segments:",
+        "        return\n        for segment in self.segments:",
         ("tests/index/test_store.py",),
     ),
     PlantedBug(

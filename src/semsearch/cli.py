@@ -145,6 +145,55 @@ def rollback(ctx: click.Context, index_dir: Path | None, wait: bool) -> None:
 
 
 @main.command()
+@index_dir_option
+@json_option
+@click.pass_context
+@_fail_cleanly
+def optimize(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
+    """Merge every segment of the index into one and drop deleted passages for good.
+
+    Searches and writers go on meanwhile; the merged version is published atomically (servers follow).
+    """
+    from .index.merge import optimize as run_optimize
+
+    settings = _settings(ctx, index_dir=index_dir)
+    report = run_optimize(settings.index_dir, settings)
+    if as_json:
+        click.echo(json.dumps(report.to_dict() if report else {"version_id": None, "merged": []}, indent=2))
+    elif report is None:
+        click.echo("nothing to do: one segment and no deleted passages")
+    elif report.version_id is None:
+        click.echo(f"merge abandoned: {report.reason}", err=True)
+        sys.exit(1)
+    else:
+        click.echo(
+            f"merged {len(report.merged)} segments into one of {report.rows} passages"
+            f" ({report.purged} deleted passages dropped) in {report.seconds:.1f} s; published version {report.version_id}"
+        )
+
+
+@main.command()
+@index_dir_option
+@click.option("--wait", is_flag=True, help="If a reindex is running, wait for it instead of exiting.")
+@json_option
+@click.pass_context
+@_fail_cleanly
+def upgrade(ctx: click.Context, index_dir: Path | None, wait: bool, as_json: bool) -> None:
+    """Convert an index written by an older semsearch to the current format, keeping every vector."""
+    from .index.upgrade import upgrade as run_upgrade
+
+    settings = _settings(ctx, index_dir=index_dir)
+    report = run_upgrade(settings.index_dir, ann_min_rows=settings.ann_min_rows, wait_for_lock=wait)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(
+        f"upgraded format {report.from_format} to the current one: {report.articles} articles, {report.passages}"
+        f" passages, nothing embedded again; published version {report.version_id}"
+    )
+
+
+@main.command()
 @click.argument("query")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of passages.")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default="hybrid", show_default=True)
@@ -188,15 +237,23 @@ def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str,
 def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
     """Describe the published index: version, model, counts, build time."""
     from .index.layout import IndexLayout
-    from .index.manifest import read_manifest
+    from .index.reader import IndexVersion
 
     settings = _settings(ctx, index_dir=index_dir)
     layout = IndexLayout(settings.index_dir)
-    manifest = read_manifest(layout.current_path())
-    data = manifest.to_dict()
+    version = IndexVersion(layout.current_path())
+    try:
+        manifest = version.manifest
+        data = manifest.to_dict()
+        data.update(version.stats())
+    finally:
+        version.close()
+    sizes = layout.segment_bytes()
     data["index_dir"] = str(layout.root)
     data["versions"] = layout.all_version_dirs()
     data["previous_version"] = layout.previous_version()
+    data["bytes"] = sum(sizes.get(s, 0) for s in manifest.segments)
+    data["bytes_all_versions"] = sum(sizes.values())
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -207,6 +264,17 @@ def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
     click.echo(f"passages    {manifest.passages}")
     click.echo(f"built       {manifest.built_at} in {manifest.build_seconds:.1f} s")
     click.echo(f"versions    {len(data['versions'])} kept")
+    click.echo(
+        f"disk        {data['bytes'] / 1e6:.1f} MB ({data['bytes_all_versions'] / 1e6:.1f} MB with older versions)"
+    )
+    click.echo(f"segments    {len(data['segments'])}, {manifest.deleted} deleted passages")
+    for seg in data["segments"]:
+        params = ", ".join(f"{k} {v}" for k, v in seg["params"].items() if k in ("nlist", "nprobe"))
+        click.echo(
+            f"  {seg['id']}  {seg['rows']:>9} rows  {seg['deleted']:>7} deleted  {seg['vector_index']}"
+            + (f" ({params})" if params else "")
+            + f"  recall@10 {seg['recall_at_10']}"
+        )
 
 
 @main.command(name="eval")

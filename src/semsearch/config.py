@@ -95,6 +95,14 @@ class Settings:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     keep_versions: int = 3
     """Published index versions kept on disk (for rollback)."""
+    auto_merge: bool = True
+    """After an update, merge segments as the tiered policy asks (:mod:`semsearch.index.merge`); off: only
+    ``semsearch optimize`` merges."""
+    merge_factor: int = 10
+    """Segments per tier before they are merged into one (Lucene's default)."""
+    ann_min_rows: int = 10_000
+    """Segments with at least this many passages get an ANN vector index (IVF-SQ8, exact re-rank); smaller ones
+    are searched exactly (:mod:`semsearch.index.vectors`)."""
     progress: bool = False
     """Show progress bars on long runs (the CLI turns this on for terminals)."""
     admin_token: str | None = None
@@ -112,6 +120,10 @@ class Settings:
             )
         if self.batch_size < 1:
             raise InvalidRequestError("batch_size must be at least 1")
+        if self.merge_factor < 2:
+            raise InvalidRequestError("merge_factor must be at least 2")
+        if self.ann_min_rows < 1:
+            raise InvalidRequestError("ann_min_rows must be at least 1")
         if self.keep_versions < 1:
             raise InvalidRequestError("keep_versions must be at least 1")
         if not isinstance(self.index_dir, Path):

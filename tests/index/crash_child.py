@@ -23,7 +23,7 @@ from typing import Any
 
 import semsearch
 from semsearch import reindex
-from semsearch.index import build, layout
+from semsearch.index import build, layout, segment
 
 from ..conftest import FakeEmbedder, fixture_settings
 
@@ -69,16 +69,16 @@ def main() -> None:
 
         embedder.embed_documents = slow_embed  # type: ignore[method-assign]
     elif stage == "writing":
-        # Half the files of the new version are on disk (metadata), the rest (keyword index, vectors) are not.
-        original_build = build.build_keyword_index
+        # Half the files of the new segment are on disk (metadata, vectors), the rest (postings) are not.
+        original_write = segment.write_postings
 
-        def slow_build(ids, texts, out_dir, articles=None):  # type: ignore[no-untyped-def]
+        def slow_write(texts, out_dir):  # type: ignore[no-untyped-def]
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "partial.npy").write_bytes(b"\x93NUMPY partial")
             pause(marker)
-            return original_build(ids, texts, out_dir, articles)
+            return original_write(texts, out_dir)
 
-        build.build_keyword_index = slow_build
+        segment.write_postings = slow_write
     elif stage == "before-switch":
         # The new version is complete and renamed into versions/, but CURRENT still names the old one.
         original_publish = layout.IndexLayout.publish
@@ -92,13 +92,13 @@ def main() -> None:
     calls = [0]
 
     class RecordingWriter(build.VersionWriter):
-        def __init__(self, layout_: layout.IndexLayout, dim: int, base: Any = None) -> None:
+        def __init__(self, layout_: layout.IndexLayout, dim: int, base: Any = None, **options: Any) -> None:
             marker.with_suffix(".plan").write_text("incremental" if base is not None else "full")
             # Kill points are drawn from here on: writing the new version, committing, publishing, pruning.
             # (Before this nothing is written; the stage tests cover embedding.)
             if stage == "count" or stage.startswith("call:"):
                 count_calls(calls, None if stage == "count" else int(stage.removeprefix("call:")), marker)
-            super().__init__(layout_, dim, base=base)
+            super().__init__(layout_, dim, base=base, **options)
 
     build.VersionWriter = RecordingWriter  # type: ignore[misc]
     marker.with_suffix(".started").write_text("started")

@@ -1,3 +1,5 @@
+"""Keyword search over a version's segments (passage ids, deletions, article keys) and the text analysis."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +9,9 @@ import numpy as np
 import pytest
 
 from semsearch.index.analysis import analyse
-from semsearch.index.keyword import KeywordIndex, build_keyword_index
+from semsearch.index.keyword import VersionKeyword
+from semsearch.index.postings import SegmentPostings, write_postings
+from semsearch.index.segment import article_key
 
 TEXTS = [
     "Volcano erupts near the harbour town",
@@ -17,43 +21,145 @@ TEXTS = [
 ]
 
 
+def _segment(tmp_path: Path, name: str, texts: list[str]) -> SegmentPostings:
+    write_postings(texts, tmp_path / name)
+    return SegmentPostings(tmp_path / name)
+
+
+def _keyword(
+    tmp_path: Path, parts: list[tuple[list[str], list[int], list[int] | None, list[bool] | None]]
+) -> VersionKeyword:
+    """parts: (texts, passage ids, article keys or None for one article per passage, deleted flags or None)."""
+    segments = []
+    for i, (texts, ids, keys, deleted) in enumerate(parts):
+        segments.append(
+            (
+                _segment(tmp_path, f"s{i}", texts),
+                np.array(ids, dtype=np.int64),
+                np.array(keys if keys is not None else ids, dtype=np.int64),
+                None if deleted is None else np.array(deleted, dtype=bool),
+            )
+        )
+    return VersionKeyword(segments)
+
+
 @pytest.fixture
-def keyword_index(tmp_path: Path) -> KeywordIndex:
-    build_keyword_index(np.arange(10, 10 + len(TEXTS)), TEXTS, tmp_path / "kw")
-    return KeywordIndex(tmp_path / "kw")
+def keyword_index(tmp_path: Path) -> VersionKeyword:
+    # Two segments: statistics are the version's, not a segment's.
+    return _keyword(tmp_path, [(TEXTS[:1], [10], None, None), (TEXTS[1:], [11, 12, 13], None, None)])
 
 
 def _idf(df: int, n: int = len(TEXTS)) -> float:
     return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
-def test_term_weights_are_bm25_idf(keyword_index: KeywordIndex) -> None:
+def test_term_weights_are_bm25_idf(keyword_index: VersionKeyword) -> None:
     weights = keyword_index.term_weights("volcano harbour")
     assert weights == pytest.approx({"volcano": _idf(1), "harbour": _idf(2)})
 
 
-def test_coverage_is_the_best_score_over_the_querys_idf_mass(keyword_index: KeywordIndex) -> None:
+def test_term_weights_leave_deleted_passages_out(tmp_path: Path) -> None:
+    kw = _keyword(tmp_path, [(TEXTS[:1], [10], None, [True]), (TEXTS[1:], [11, 12, 13], None, None)])
+    assert kw.term_weights("volcano harbour") == pytest.approx({"harbour": _idf(1, 3)})
+    assert len(kw) == 3
+
+
+def test_coverage_is_the_best_score_over_the_querys_idf_mass(keyword_index: VersionKeyword) -> None:
     query = "volcano harbour"
-    best = float(keyword_index.scores(query).max())
+    best = float(keyword_index.top(query, 1)[0][0])
     expected = best / (_idf(1) + _idf(2))
     assert keyword_index.coverage(query, best) == pytest.approx(expected)
     assert 0.0 < expected < 1.0
 
 
-def test_coverage_counts_unseen_terms_at_the_highest_idf(keyword_index: KeywordIndex) -> None:
+def test_coverage_counts_unseen_terms_at_the_highest_idf(keyword_index: VersionKeyword) -> None:
     # A word no passage uses can never be matched: it lowers coverage (the paraphrase case).
     query = "volcano harbour magma"
     assert "magma" in analyse(query)
-    best = float(keyword_index.scores(query).max())
-    assert best == pytest.approx(float(keyword_index.scores("volcano harbour").max()))
+    best = float(keyword_index.top(query, 1)[0][0])
+    assert best == pytest.approx(float(keyword_index.top("volcano harbour", 1)[0][0]))
     expected = best / (_idf(1) + _idf(2) + _idf(0))
     assert keyword_index.coverage(query, best) == pytest.approx(expected)
     assert keyword_index.coverage(query, best) < keyword_index.coverage("volcano harbour", best)
 
 
-def test_coverage_is_zero_without_terms_or_matches(keyword_index: KeywordIndex) -> None:
+def test_coverage_is_zero_without_terms_or_matches(keyword_index: VersionKeyword) -> None:
     assert keyword_index.coverage("the of and", 1.0) == 0.0  # stopwords only
     assert keyword_index.coverage("volcano", 0.0) == 0.0
+
+
+def test_top_and_scores_for_equal_one_bm25s_index_over_the_live_passages(tmp_path: Path) -> None:
+    import bm25s
+    import Stemmer
+    from bm25s.stopwords import STOPWORDS_EN
+
+    texts = [*TEXTS, "Harbour library volcano museum", "Storm over the volcano harbour"]
+    # Segment 1 holds ids 3, 8, 20; segment 0 holds 1, 2, 5 with id 2 deleted.
+    kw = _keyword(
+        tmp_path,
+        [(texts[:3], [1, 2, 5], None, [False, True, False]), (texts[3:], [3, 8, 20], None, None)],
+    )
+    live_ids = [1, 5, 3, 8, 20]
+    live_texts = [texts[0], texts[2], texts[3], texts[4], texts[5]]
+    stemmer = Stemmer.Stemmer("english")
+    model = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    model.index(
+        bm25s.tokenize(live_texts, stopwords=STOPWORDS_EN, stemmer=stemmer, show_progress=False), show_progress=False
+    )
+    query = "volcano harbour library storm"
+    expected = model.get_scores(analyse(query)).astype(np.float32)
+    by_id = dict(zip(live_ids, expected.tolist(), strict=True))
+    scores, ids = kw.top(query, 10)
+    assert sorted(ids.tolist()) == sorted(i for i in live_ids if by_id[i] > 0)
+    assert scores.tolist() == [by_id[i] for i in ids.tolist()]  # exact, best first
+    assert scores.tolist() == sorted(scores.tolist(), reverse=True)
+    picked = kw.scores_for(query, np.array([20, 2, 1, 999, 5]))
+    assert picked.dtype == np.float32
+    assert picked.tolist() == [by_id[20], 0.0, by_id[1], 0.0, by_id[5]]  # a deleted or unknown id scores 0
+    assert kw.scores_for(query, np.zeros(0, dtype=np.int64)).shape == (0,)
+    # Restricted to allowed ids, exactly.
+    scores, ids = kw.top(query, 10, allowed_ids=np.array([20, 2, 1]))
+    assert set(ids.tolist()) == {i for i in (20, 1) if by_id[i] > 0}
+
+
+def test_articles_are_looked_up_by_passage_id_across_segments(tmp_path: Path) -> None:
+    kw = _keyword(
+        tmp_path,
+        [
+            (["alpha volcano", "beta glacier"], [3, 7], [5, 6], None),
+            (["gamma volcano lava", "delta"], [19, 42], [5, 8], None),
+        ],
+    )
+    assert kw.articles_for(np.array([19, 3, 42, 7])).tolist() == [5, 5, 8, 6]
+    unknown = kw.articles_for(np.array([19, 1000, 1001]))
+    assert unknown[0] == 5 and unknown[1] < 0 and unknown[2] < 0 and unknown[1] != unknown[2]
+
+
+def test_article_keys_join_passages_of_one_article_and_articles_with_one_title() -> None:
+    keys = [
+        article_key(a, t)
+        for a, t in [
+            ("a", "Harbour works"),
+            ("a", "Harbour works"),
+            ("b", "Harbour works "),
+            ("c", ""),
+            ("c", " "),
+            ("d", ""),
+        ]
+    ]
+    # One article; an article with the same title (a corpus cut into passages before indexing); untitled
+    # articles only by their id.
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[3] == keys[4] != keys[5] and keys[3] != keys[0]
+
+
+def test_a_corpus_without_a_single_term_indexes_and_matches_nothing(tmp_path: Path) -> None:
+    # Every word a stopword or a single letter: no vocabulary at all.
+    kw = _keyword(tmp_path, [(["a b c", "the and of"], [3, 4], None, None)])
+    assert len(kw) == 2
+    assert kw.top("the volcano", 5)[1].size == 0
+    assert kw.scores_for("the volcano", np.array([3, 4])).tolist() == [0.0, 0.0]
+    assert kw.coverage("the volcano", 0.0) == 0.0
 
 
 def test_analyse_matches_the_bm25s_analysis_of_indexed_passages() -> None:
@@ -112,56 +218,3 @@ def test_analyse_with_offsets_on_the_sample_corpus() -> None:
     for path in sorted(SAMPLE_CORPUS.rglob("*.txt")):
         text = path.read_text(encoding="utf-8")
         assert [t for _, t in analyse_with_offsets(text)] == analyse(text)
-
-
-def test_scores_for_and_rows_for_follow_passage_ids_in_any_order(tmp_path: Path) -> None:
-    ids = np.array([42, 7, 19, 3])  # not sorted: rows are in the order the ids were indexed
-    build_keyword_index(ids, ["alpha volcano", "beta glacier", "gamma volcano lava", "delta"], tmp_path / "kw")
-    index = KeywordIndex(tmp_path / "kw")
-    scores = index.scores("volcano")
-    assert list(index.rows_for(np.array([19, 42, 3]))) == [2, 0, 3]
-    assert list(index.rows_for(np.array([5, 7, 1000]))) == [1]  # ids it does not hold are left out
-    picked = index.scores_for(scores, np.array([3, 19, 5, 42]))
-    assert picked.dtype == np.float32
-    assert list(picked) == [scores[3], scores[2], 0.0, scores[0]]  # aligned with the ids; 0 for an unknown id
-    assert picked[1] > 0 and picked[3] > 0 and picked[0] == 0
-    assert index.scores_for(scores, np.zeros(0, dtype=np.int64)).shape == (0,)
-
-
-def test_articles_are_stored_per_row_and_looked_up_by_passage_id(tmp_path: Path) -> None:
-    ids = np.array([42, 7, 19, 3])
-    texts = ["alpha volcano", "beta glacier", "gamma volcano lava", "delta"]
-    build_keyword_index(ids, texts, tmp_path / "kw", articles=np.array([5, 6, 5, 8]))
-    index = KeywordIndex(tmp_path / "kw")
-    assert index.articles.tolist() == [5, 6, 5, 8]
-    assert index.articles_for(np.array([19, 42, 3])).tolist() == [5, 5, 8]
-    unknown = index.articles_for(np.array([19, 1000, 1001]))
-    assert unknown[0] == 5 and unknown[1] < 0 and unknown[2] < 0 and unknown[1] != unknown[2]
-    # Without article numbers, every passage is an article of its own.
-    build_keyword_index(ids, texts, tmp_path / "plain")
-    assert len(set(KeywordIndex(tmp_path / "plain").articles.tolist())) == 4
-    with pytest.raises(ValueError, match="one entry per passage"):
-        build_keyword_index(ids, texts, tmp_path / "bad", articles=np.array([1, 2]))
-
-
-def test_article_numbers_join_passages_of_one_article_and_articles_with_one_title() -> None:
-    from semsearch.index.keyword import article_numbers
-
-    numbers = article_numbers(
-        [("a", "Harbour works"), ("a", "Harbour works"), ("b", "Harbour works "), ("c", ""), ("c", " "), ("d", "")]
-    ).tolist()
-    # One article; an article with the same title (a corpus cut into passages before indexing); untitled
-    # articles only by their id.
-    assert numbers[0] == numbers[1] == numbers[2]
-    assert numbers[3] == numbers[4] != numbers[5] and numbers[3] != numbers[0]
-
-
-def test_a_corpus_without_a_single_term_indexes_and_matches_nothing(tmp_path: Path) -> None:
-    # Every word a stopword or a single letter: bm25s has no vocabulary to index.
-    build_keyword_index(np.array([3, 4]), ["a b c", "the and of"], tmp_path / "kw")
-    index = KeywordIndex(tmp_path / "kw")
-    assert len(index) == 2 and index.info["terms"] == 0
-    scores = index.scores("the volcano")
-    assert index.top(scores, 5)[1].size == 0
-    assert list(index.scores_for(scores, np.array([3, 4]))) == [0.0, 0.0]
-    assert index.coverage("the volcano", 0.0) == 0.0

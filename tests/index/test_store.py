@@ -80,10 +80,24 @@ def test_unknown_format_version_is_refused(built_index, settings: Settings, fake
         Searcher.open(settings.index_dir, settings, embedder=fake_embedder)
 
 
+def _only_segment(settings: Settings) -> Path:
+    layout = IndexLayout(settings.index_dir)
+    (segment,) = json.loads((layout.current_path() / "manifest.json").read_text())["segments"]
+    return layout.segment_path(segment)
+
+
 def test_truncated_vector_file_is_refused(built_index, settings: Settings, fake_embedder) -> None:
-    path = IndexLayout(settings.index_dir).current_path() / "vectors.faiss"
+    path = _only_segment(settings) / "vectors.npy"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(IndexCorruptError):
+    with pytest.raises(IndexCorruptError, match=r"vectors\.npy"):
+        Searcher.open(settings.index_dir, settings, embedder=fake_embedder)
+
+
+def test_a_missing_segment_is_refused_clearly(built_index, settings: Settings, fake_embedder) -> None:
+    import shutil
+
+    shutil.rmtree(_only_segment(settings))
+    with pytest.raises(IndexCorruptError, match=r"segment .* is missing"):
         Searcher.open(settings.index_dir, settings, embedder=fake_embedder)
 
 
@@ -109,11 +123,14 @@ def test_build_writes_into_staging_then_renames(built_index, settings: Settings)
     layout = IndexLayout(settings.index_dir)
     version = layout.current_version()
     assert version is not None and layout.version_path(version).is_dir()
-    assert sorted(p.name for p in layout.version_path(version).iterdir()) == [
-        "keyword",
-        "manifest.json",
+    assert sorted(p.name for p in layout.version_path(version).iterdir()) == ["deleted.npy", "manifest.json"]
+    assert sorted(p.name for p in _only_segment(settings).iterdir()) == [
+        "article_keys.npy",
+        "ids.npy",
         "meta.sqlite",
-        "vectors.faiss",
+        "postings",
+        "segment.json",
+        "vectors.npy",
     ]
     assert not layout.staging_dir.exists() or not any(layout.staging_dir.iterdir())
 
@@ -148,16 +165,17 @@ def test_warm_loads_the_keyword_index_and_every_vector_page_before_any_search(
     articles = [Article(id=f"a{i}", title=f"Story {i}", text=f"Item {i} about harbour ferries and fares.")
                 for i in range(3000)]  # fmt: skip
     Index(settings.index_dir, settings, embedder=fake_embedder).upsert(articles)  # 3 MB of vectors: many pages
-    loads: list[Path] = []
+    loads: list[int] = []
 
-    class CountingKeywordIndex(semsearch.index.reader.KeywordIndex):
-        def __init__(self, directory: Path, *args: object) -> None:
-            loads.append(directory)
-            super().__init__(directory, *args)  # type: ignore[arg-type]
+    class CountingKeyword(semsearch.index.reader.VersionKeyword):
+        def __init__(self, *args: object) -> None:
+            loads.append(1)
+            super().__init__(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(semsearch.index.reader, "KeywordIndex", CountingKeywordIndex)
+    monkeypatch.setattr(semsearch.index.reader, "VersionKeyword", CountingKeyword)
     version = IndexVersion(IndexLayout(settings.index_dir).current_path())
-    vectors = (version.path / "vectors.faiss").resolve()
+    (segment,) = version.segments
+    vectors = (segment.path / "vectors.npy").resolve()
     size = vectors.stat().st_size
     assert loads == [] and resident_bytes(vectors) < size / 4  # opening maps the file but reads little of it
     version.warm()
@@ -176,7 +194,7 @@ def test_a_vector_file_that_disagrees_with_the_manifest_is_refused(built_index, 
     manifest[field] += 1  # only this one disagrees
     path.write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptError, match="vectors of dimension"):
-        IndexVersion(path.parent)
+        IndexVersion(path.parent)  # refused, whichever of the two disagrees
 
 
 def test_an_empty_corpus_builds_an_empty_index_that_answers(tmp_path: Path, fake_embedder: FakeEmbedder) -> None:

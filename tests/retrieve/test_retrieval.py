@@ -221,7 +221,7 @@ def test_weak_keyword_evidence_picks_the_article_and_dense_the_passage(
     query = "what happens at marrow"
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
         keyword = s.version.keyword
-        coverage = keyword.coverage(query, float(keyword.scores(query).max()))
+        coverage = keyword.coverage(query, float(keyword.top(query, 1)[0][0]))
         assert fusion.KEYWORD_COVERAGE_MIN < coverage < fusion.COVERAGE_FLOOR  # weak, but counted
         assert [h.paragraph for h in s.search(query, k=1, mode="keyword")] == [1]  # the lede
         assert [h.paragraph for h in s.search(query, k=1, mode="dense")] == [2]  # the answer
@@ -232,23 +232,21 @@ def test_weak_keyword_evidence_picks_the_article_and_dense_the_passage(
         assert s.search(query, k=1, mode="hybrid")[0].paragraph == 1
 
 
-def test_articles_of_a_format_1_keyword_index_come_from_the_metadata(
+def test_article_keys_group_the_passages_of_each_article_across_segments(
     tmp_path: Path, fake_embedder: FakeEmbedder
 ) -> None:
-    settings = Settings(index_dir=tmp_path / "ix", chunking=ChunkSettings(max_tokens=30))  # 2 passages each
-    Index(settings.index_dir, settings, embedder=fake_embedder).upsert(_articles()[:5])
+    settings = Settings(index_dir=tmp_path / "ix", chunking=ChunkSettings(max_tokens=30), auto_merge=False)
+    index = Index(settings.index_dir, settings, embedder=fake_embedder)
+    index.upsert(_articles()[:3])
+    index.upsert(_articles()[3:5])  # a second segment
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
-        version_path = s.version.path
-        built = s.version.keyword
-        records = s.version.passages(built.ids.tolist())
-    article_of = [records[int(p)].article_id for p in built.ids]
-    assert len(set(article_of)) == 5 and len(article_of) == 10
-    same = np.equal.outer(built.articles, built.articles)
-    assert (same == np.equal.outer(np.array(article_of), np.array(article_of))).all()
-    (version_path / "keyword" / "articles.npy").unlink()  # as an index written before keyword format 2
-    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
-        fallback = s.version.keyword.articles
-    assert (np.equal.outer(fallback, fallback) == same).all()
+        assert len(s.version.segments) == 2
+        ids = np.array(sorted(s.version.passages(list(range(100)))), dtype=np.int64)
+        records = s.version.passages(ids.tolist())
+        keys = s.version.keyword.articles_for(ids)
+    article_of = np.array([records[int(p)].article_id for p in ids])
+    assert len(set(article_of)) == 5 and len(article_of) == 10  # 2 passages each
+    assert (np.equal.outer(keys, keys) == np.equal.outer(article_of, article_of)).all()
 
 
 def test_near_duplicate_passages_do_not_flood_the_results(tmp_path: Path, fake_embedder: FakeEmbedder) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,10 @@ from ..errors import InvalidRequestError
 from ..ingest.articles import Article, LoadReport, SkippedSource, load_articles
 from ..ingest.chunking import chunk_article, embed_hash
 from ..models.embedding import Embedder, load_embedder, resolve_model
-from .keyword import article_numbers, build_keyword_index
+from .keyword import keyword_record
 from .layout import IndexLayout
+from .manifest import IndexFormatError
+from .merge import MergeReport, maybe_merge, optimize
 from .reader import IndexVersion
 from .writer import VersionWriter
 
@@ -53,6 +55,8 @@ class IndexReport:
     dry_run: bool = False
     published: bool = False
     """True when a new version was published (False for a dry run or when nothing changed)."""
+    merges: tuple[MergeReport, ...] = ()
+    """Segment merges run after publishing (``version_id`` is then the merged version: the same passages)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class IndexReport:
             "full_rebuild_reason": self.full_rebuild_reason,
             "dry_run": self.dry_run,
             "published": self.published,
+            "merges": [m.to_dict() for m in self.merges],
         }
 
 
@@ -159,10 +164,36 @@ def apply_articles(
     """
     started = time.perf_counter() if started is None else started
     layout = IndexLayout(index_dir)
+    report = _apply(
+        loaded, layout, settings, embedder, full, dry_run, remove_missing, delete_ids, wait_for_lock, started
+    )
+    if report.published and settings.auto_merge:
+        merges = tuple(maybe_merge(layout.root, settings))
+        if merges:
+            report = replace(
+                report, merges=merges, version_id=layout.current_version(), seconds=time.perf_counter() - started
+            )
+    return report
+
+
+def _apply(
+    loaded: LoadReport,
+    layout: IndexLayout,
+    settings: Settings,
+    embedder: Embedder | None,
+    full: bool,
+    dry_run: bool,
+    remove_missing: bool,
+    delete_ids: Sequence[str],
+    wait_for_lock: bool,
+    started: float,
+) -> IndexReport:
     with layout.writer_lock(wait=wait_for_lock):
         for leftover in layout.clean_staging():
             log.warning("removed a half-written index version left by an interrupted run: %s", leftover)
-        base = IndexVersion(layout.current_path()) if layout.current_version() is not None else None
+        for leftover in layout.prune_segments():
+            log.warning("removed a segment no version names (left by an interrupted run): %s", leftover)
+        base = _open_current(layout, full)
         model = embedder.model_id if embedder is not None else _model_id(settings, base)
         reason = _incompatibility(base, model, settings) if base is not None and not full else None
         if reason is not None:
@@ -233,7 +264,10 @@ def apply_articles(
         if reuse_rows and reuse_from is not None:
             vectors[reuse_rows] = reuse_from.vectors_for([reusable[hashes[i]] for i in reuse_rows])
 
-        writer = VersionWriter(layout, embedder.dim, base=base if incremental else None)
+        writer = VersionWriter(
+            layout, embedder.dim, base=base if incremental else None,
+            first_id=base.manifest.next_passage_id if base is not None else 0, ann_min_rows=settings.ann_min_rows,
+        )  # fmt: skip
         try:
             writer.delete_articles([a.id for a in plan.updated] + plan.removed)
             row = 0
@@ -241,19 +275,21 @@ def apply_articles(
                 if passages:
                     writer.add_article(article, passages, vectors[row : row + len(passages)])
                 row += len(passages)
-            ids, texts, articles = writer.passage_texts()
             manifest = writer.commit(
                 {
                     "model_id": embedder.model_id,
                     "precision": getattr(embedder, "precision", "fp32"),
                     "chunking": _chunking_record(settings, embedder.max_tokens),
                     "build_seconds": round(time.perf_counter() - started, 3),
-                    "keyword": build_keyword_index(ids, texts, writer.keyword_dir, article_numbers(articles)),
+                    "keyword": keyword_record(),
                 }
             )
         except BaseException:
             writer.abort()
             raise
+        finally:
+            if base is not None:
+                base.close()
         layout.publish(manifest.version_id)
         for pruned in layout.prune(settings.keep_versions):
             log.info("pruned old index version %s", pruned)
@@ -319,6 +355,15 @@ class Index:
     def rollback(self) -> str:
         return rollback(self.index_dir, wait_for_lock=True)
 
+    def optimize(self) -> MergeReport | None:
+        """Merge every segment into one, dropping deleted passages for good (None: nothing to do). Writers may
+        go on meanwhile: the lock is taken only to publish."""
+        return optimize(self.index_dir, self.settings)
+
+    def merge(self) -> list[MergeReport]:
+        """Run the merges the tiered policy asks for (updates do this themselves unless ``auto_merge`` is off)."""
+        return maybe_merge(self.index_dir, self.settings)
+
     def versions(self) -> list[str]:
         """Version directories on disk, oldest first."""
         return IndexLayout(self.index_dir).all_version_dirs()
@@ -326,6 +371,20 @@ class Index:
     @property
     def current_version(self) -> str | None:
         return IndexLayout(self.index_dir).current_version()
+
+
+def _open_current(layout: IndexLayout, full: bool) -> IndexVersion | None:
+    """The current version, or None: no index yet, or a full rebuild over an index in an older format (which
+    only loses the reuse of its vectors)."""
+    if layout.current_version() is None:
+        return None
+    try:
+        return IndexVersion(layout.current_path())
+    except IndexFormatError:
+        if not full:
+            raise
+        log.warning("full rebuild over an index in an older format: every passage is embedded again")
+        return None
 
 
 def _model_id(settings: Settings, base: IndexVersion | None) -> str:
@@ -356,7 +415,12 @@ def _plan(
     articles: Sequence[Article], base: IndexVersion | None, remove_missing: bool, delete_ids: Sequence[str]
 ) -> _Plan:
     plan = _Plan()
-    existing = base.article_hashes() if base is not None else {}
+    if base is None:
+        existing: dict[str, str] = {}
+    elif remove_missing:
+        existing = base.article_hashes()
+    else:  # an upsert or delete: only the articles it names matter, however large the index
+        existing = base.article_hashes([a.id for a in articles] + list(delete_ids))
     incoming = {a.id for a in articles}
     for article in articles:
         old = existing.get(article.id)

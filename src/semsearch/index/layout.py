@@ -1,21 +1,22 @@
 """The layout of an index directory: paths, the published-version pointer, history, the writer lock.
 
-Layout of an index directory::
+Layout of an index directory (format 2, see ``docs/storage.md``)::
 
     index/
-      CURRENT                 the published version id (replaced atomically with os.replace)
-      HISTORY                 one line per publish or rollback: time, action, version id
-      .lock                   writer lock (flock); readers never take it
-      versions/<version-id>/  one complete, immutable version:
-          manifest.json       format version, model id, dimension, chunking settings, counts, build time
-          vectors.faiss       IndexIDMap2(IndexFlatIP): int64 passage ids, inner product on unit vectors
-          meta.sqlite         articles and passages (text, offsets, metadata)
-          keyword/            the keyword (BM25) index, when built
-      staging/<version-id>/   a version being written; never read; removed by the next writer if left over
+      CURRENT                   the published version id (replaced atomically with os.replace)
+      HISTORY                   one line per publish or rollback: time, action, version id
+      .lock                     writer lock (flock); readers never take it
+      segments/<segment-id>/    one immutable segment, shared by every version naming it
+                                (:mod:`semsearch.index.segment`)
+      versions/<version-id>/    one immutable version:
+          manifest.json         format version, model id, dimension, chunking settings, counts, its segments
+          deleted.npy           passage ids deleted from those segments (int64, ascending)
+      staging/                  segments and versions being written; never read; removed by the next writer
+                                if left over (a merge in progress holds ``<name>.lock`` and is left alone)
 
-A version is built entirely in ``staging/``, fsynced, renamed into ``versions/`` and only then named in
-``CURRENT``, so a reader sees either the old complete version or the new complete one, and a crash at any point
-leaves the published version untouched.
+A version or segment is written entirely in ``staging/``, fsynced, renamed into place and only then named
+(a segment by a version, a version by ``CURRENT``), so a reader sees either the old complete version or the new
+complete one, and a crash at any point leaves the published version untouched.
 
 Reading a version is :mod:`semsearch.index.reader`; writing one is :mod:`semsearch.index.writer`.
 """
@@ -25,11 +26,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,9 +39,7 @@ from ..errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
 
 _HISTORY_LINES = 1000
 MANIFEST = "manifest.json"
-VECTORS = "vectors.faiss"
-META_DB = "meta.sqlite"
-KEYWORD_DIR = "keyword"
+DELETED = "deleted.npy"
 
 
 def new_version_id() -> str:
@@ -53,6 +53,21 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(path: Path, *, recursive: bool = True) -> None:
+    """fsync every file under ``path`` (when ``recursive``) and the directories holding them."""
+    if recursive:
+        for item in path.rglob("*"):
+            if item.is_file():
+                fd = os.open(item, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            elif item.is_dir():
+                fsync_dir(item)
+    fsync_dir(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -72,6 +87,7 @@ class IndexLayout:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
+        self.segments_dir = self.root / "segments"
         self.staging_dir = self.root / "staging"
         self.current_file = self.root / "CURRENT"
         self.lock_file = self.root / ".lock"
@@ -86,6 +102,9 @@ class IndexLayout:
 
     def version_path(self, version_id: str) -> Path:
         return self.versions_dir / version_id
+
+    def segment_path(self, segment_id: str) -> Path:
+        return self.segments_dir / segment_id
 
     def versions(self) -> list[str]:
         """Published versions, oldest first."""
@@ -123,32 +142,84 @@ class IndexLayout:
         entries.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {action} {version_id}")
         atomic_write_text(self.history_file, "\n".join(entries[-_HISTORY_LINES:]) + "\n")
 
+    def content_of(self, version_id: str) -> str:
+        """The version whose content ``version_id`` holds: itself, or for a version a merge published (same
+        passages, fewer segments), the version it was merged from."""
+        try:
+            data = json.loads((self.version_path(version_id) / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return version_id
+        extra = data.get("extra") if isinstance(data, dict) else None
+        content = extra.get("content_version") if isinstance(extra, dict) else None
+        return content if isinstance(content, str) else version_id
+
     def previous_version(self) -> str | None:
-        """The version published before the current one that still exists on disk (the rollback target)."""
+        """The version published before the current one that still exists on disk (the rollback target). A
+        version that only differs from the current one by a merge is the same content and is skipped."""
         current = self.current_version()
         history = self.history()
         if current in history:
             history = history[: len(history) - 1 - history[::-1].index(current)]
+        same = self.content_of(current) if current else None
         for version in reversed(history):
-            if version != current and (self.version_path(version) / MANIFEST).is_file():
+            exists = (self.version_path(version) / MANIFEST).is_file()
+            if version != current and exists and self.content_of(version) != same:
                 return version
         return None
 
     def prune(self, keep: int) -> list[str]:
-        """Keep the current version and the last ``keep`` published ones; delete the rest, including versions
-        that were written but never published (a writer killed before the switch). Call with the lock held."""
+        """Keep the current version and the last ``keep`` published contents (a merge republishes a content: its
+        latest version is kept); delete the other versions, including those written but never published (a
+        writer killed before the switch), then the segments no kept version names. Call with the lock held."""
         current = self.current_version()
-        recent: list[str] = []
+        contents: list[str] = []
+        wanted: set[str] = {current} if current else set()
         for version in reversed(self.history()):
-            if version not in recent:
-                recent.append(version)
-            if len(recent) >= keep:
+            content = self.content_of(version)
+            if content in contents:
+                continue
+            if len(contents) >= keep:
                 break
-        wanted = set(recent) | ({current} if current else set())
+            contents.append(content)
+            wanted.add(version)
         doomed = [v for v in self.all_version_dirs() if v not in wanted]
         for version in doomed:
             shutil.rmtree(self.version_path(version), ignore_errors=True)
+        self.prune_segments()
         return doomed
+
+    def referenced_segments(self) -> set[str]:
+        """Segments named by any version on disk."""
+        named: set[str] = set()
+        # A merge running outside the lock pins the segments it reads (``staging/<name>.pins``).
+        if self.staging_dir.is_dir():
+            for pins in self.staging_dir.glob("*.pins"):
+                with contextlib.suppress(OSError):
+                    named.update(pins.read_text(encoding="utf-8").split())
+        for version in self.all_version_dirs():
+            try:
+                data = json.loads((self.version_path(version) / MANIFEST).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # a version without a readable manifest names nothing (and is never published)
+            named.update(data.get("segments", []) if isinstance(data, dict) else [])
+        return named
+
+    def prune_segments(self) -> list[str]:
+        """Delete the segments no version names. Call with the lock held (a segment is renamed into
+        ``segments/`` under the lock, just before the version naming it)."""
+        if not self.segments_dir.is_dir():
+            return []
+        named = self.referenced_segments()
+        doomed = [p.name for p in self.segments_dir.iterdir() if p.name not in named]
+        for name in doomed:
+            shutil.rmtree(self.segment_path(name), ignore_errors=True)
+        return doomed
+
+    def segment_bytes(self) -> dict[str, int]:
+        """Bytes on disk of each segment."""
+        if not self.segments_dir.is_dir():
+            return {}
+        return {p.name: _tree_bytes(p) for p in self.segments_dir.iterdir() if p.is_dir()}
 
     def all_version_dirs(self) -> list[str]:
         if not self.versions_dir.is_dir():
@@ -156,14 +227,65 @@ class IndexLayout:
         return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir())
 
     def clean_staging(self) -> list[str]:
-        """Remove versions left half-written by a crashed writer. Call with the lock held."""
+        """Remove what a crashed writer or merge left half-written. A merge still running holds the flock of
+        ``staging/<name>.lock`` and is left alone. Call with the writer lock held."""
         if not self.staging_dir.is_dir():
             return []
         removed = []
-        for path in self.staging_dir.iterdir():
-            shutil.rmtree(path, ignore_errors=True)
+        for path in sorted(self.staging_dir.iterdir()):
+            if path.suffix in (".lock", ".pins"):
+                if path.suffix == ".pins" and not path.with_suffix(".lock").exists():
+                    path.unlink(missing_ok=True)  # its merge is gone
+                continue
+            lock = path.with_name(path.name + ".lock")
+            if lock.exists():
+                fd = os.open(lock, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue  # a merge is writing it
+                try:
+                    shutil.rmtree(path, ignore_errors=True)
+                    path.with_name(path.name + ".pins").unlink(missing_ok=True)
+                    lock.unlink(missing_ok=True)
+                finally:
+                    os.close(fd)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
         return removed
+
+    def unpin(self, name: str) -> None:
+        """Drop the pins of the claim ``name`` (its merge has published: what it read may now be pruned)."""
+        (self.staging_dir / f"{name}.pins").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def staging_claim(self, name: str, pins: Iterable[str] = ()) -> Iterator[Path]:
+        """A staging directory for work done outside the writer lock (a merge): its ``.lock`` is held until the
+        block ends, so :meth:`clean_staging` leaves it alone, and the segments in ``pins`` are not pruned
+        meanwhile; the directory is removed at the end if still there."""
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        path = self.staging_dir / name
+        lock = self.staging_dir / f"{name}.lock"
+        pins_file = self.staging_dir / f"{name}.pins"
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    break  # not unlinked by a cleaner between our open and flock
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            atomic_write_text(pins_file, "\n".join(pins) + "\n")
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            pins_file.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+            os.close(fd)
 
     @contextlib.contextmanager
     def writer_lock(self, wait: bool = False, timeout: float | None = None) -> Iterator[None]:
@@ -192,3 +314,7 @@ class IndexLayout:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)  # closing the descriptor releases the flock
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -10,8 +10,14 @@ from typing import Any
 from ..errors import IndexCorruptError
 from .layout import MANIFEST
 
-FORMAT_VERSION = 1
-"""The on-disk format this semsearch reads and writes."""
+FORMAT_VERSION = 2
+"""The on-disk format this semsearch reads and writes: 2 is segments plus deletions (``docs/storage.md``)."""
+UPGRADABLE_FORMATS = (1,)
+"""Older formats ``semsearch upgrade`` converts (reusing every stored vector)."""
+
+
+class IndexFormatError(IndexCorruptError):
+    """The version is in another on-disk format than this semsearch reads."""
 
 
 @dataclass(frozen=True)
@@ -25,31 +31,50 @@ class IndexManifest:
     precision: str
     chunking: dict[str, Any]
     articles: int
+    """Live articles."""
     passages: int
+    """Live passages (rows of the segments less the deleted ones)."""
     built_at: str
     build_seconds: float
+    segments: tuple[str, ...] = ()
+    """The segment ids this version reads, oldest first."""
+    deleted: int = 0
+    """Passage ids listed in ``deleted.npy``."""
+    next_passage_id: int = 0
+    """Above every passage id this index has handed out: the next update numbers its passages from here."""
     parent_version: str | None = None
     keyword: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["segments"] = list(self.segments)
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IndexManifest:
+    def from_dict(cls, data: dict[str, Any], where: Path | None = None) -> IndexManifest:
         version = data.get("format_version")
+        if version in UPGRADABLE_FORMATS:
+            root = where.parent.parent if where is not None else Path("INDEX_DIR")
+            raise IndexFormatError(
+                f"index {root} is in format {version}, written by an older semsearch; this one reads format "
+                f"{FORMAT_VERSION}. Convert it in place, keeping every vector: 'semsearch upgrade --index-dir {root}'"
+            )
         if version != FORMAT_VERSION:
-            raise IndexCorruptError(
+            raise IndexFormatError(
                 f"index format version {version!r} is not supported (this semsearch reads {FORMAT_VERSION}); "
                 "rebuild the index with 'semsearch index --full'"
             )
         try:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+            values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            values["segments"] = tuple(values.get("segments", ()))
+            return cls(**values)
         except TypeError as exc:
             raise IndexCorruptError(f"manifest is incomplete: {exc}") from exc
 
 
-def read_manifest(version_path: Path) -> IndexManifest:
+def read_manifest_data(version_path: Path) -> dict[str, Any]:
+    """The raw JSON of a version's manifest (any format)."""
     try:
         data = json.loads((version_path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -58,4 +83,8 @@ def read_manifest(version_path: Path) -> IndexManifest:
         raise IndexCorruptError(f"{version_path / MANIFEST} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise IndexCorruptError(f"{version_path / MANIFEST} is not a JSON object")
-    return IndexManifest.from_dict(data)
+    return data
+
+
+def read_manifest(version_path: Path) -> IndexManifest:
+    return IndexManifest.from_dict(read_manifest_data(version_path), version_path)

@@ -313,7 +313,7 @@ class GlobalBM25:
             norm *= k1
             if mask is not None:
                 norm[mask] = np.inf
-        self._cache: dict[str, _Term] = {}
+        self._cache: dict[str, tuple[int, int, np.ndarray]] = {}
         self._contribution_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._contribution_bytes = 0
 
@@ -329,7 +329,8 @@ class GlobalBM25:
             if cached is None:
                 missing.append(term)
             else:
-                found[term] = cached
+                df, postings, tids = cached
+                found[term] = _Term(df, tuple(None if t < 0 else t for t in tids.tolist()), postings)
         if missing:
             ids = [segment.lookup_many(missing) for segment in self.segments]
             if len(self._cache) + len(missing) > self.cache_size:
@@ -342,7 +343,11 @@ class GlobalBM25:
                         rows, _ = segment.postings(tid)
                         postings += len(rows)
                         df += len(rows) - (0 if mask is None else int(np.count_nonzero(mask[rows])))
-                found[term] = self._cache[term] = _Term(df, tids, postings)
+                found[term] = _Term(df, tids, postings)
+                # Kept as a plain tuple of ints and an array, which the garbage collector stops tracking: a
+                # server worker freezes its heap after warming up, and tens of thousands of tracked entries
+                # would be scanned by every full collection.
+                self._cache[term] = (df, postings, np.array([-1 if t is None else t for t in tids], dtype=np.int64))
         return {term: found[term] for term in distinct if found[term].df}
 
     def idf(self, terms: Sequence[str]) -> dict[str, float]:
@@ -497,6 +502,15 @@ class GlobalBM25:
             rows, contrib = self._term_contributions(term, found, idf32)
             acc[rows] += contrib  # rows are distinct within a term: exact
         return [acc[a:b] for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist(), strict=True)]
+
+    def scores_of(self, terms: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """The exact scores of the given rows (sorted and unique, in the version's row space: segment ``s``'s row
+        ``r`` is ``offsets[s] + r``), as :meth:`scores` gives them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        found = self._terms(terms)
+        if not found or not rows.size:
+            return np.zeros(len(rows), dtype=np.float32)
+        return self._accumulate_rows([t for t in terms if t in found], found, self._idf32(found), rows)
 
     def _allowed_rows(self, allowed: Sequence[np.ndarray | None]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``allowed`` in the version's row space: (sorted rows, None) when every segment gives rows, else

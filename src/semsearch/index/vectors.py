@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,7 @@ class SegmentVectors:
         self.rows: int = int(info["rows"])
         self.dim: int = int(info["dim"])
         self.params: dict[str, Any] = dict(info.get("params", {}))
-        rows_path = self.path / info.get("rows_file", ROWS_FILE)
+        rows_path = self._rows_path = self.path / info.get("rows_file", ROWS_FILE)
         try:
             shape, self._offset = _npy_layout(rows_path)
         except (OSError, ValueError) as exc:
@@ -293,6 +294,7 @@ class SegmentVectors:
         if shape != (self.rows, self.dim):
             raise IndexCorruptError(f"{rows_path} holds {shape}, manifest says ({self.rows}, {self.dim})")
         self._fd: int | None = os.open(rows_path, os.O_RDONLY)
+        self._close_fd = weakref.finalize(self, os.close, self._fd)  # also when dropped without close()
         self._flat: np.ndarray | None = None
         self._index: faiss.IndexIVF | None = None
         if self.kind == "flat":
@@ -320,10 +322,20 @@ class SegmentVectors:
     def close(self) -> None:
         """Release the file descriptor and mappings (searches after this fail)."""
         if self._fd is not None:
-            os.close(self._fd)
+            self._close_fd()
             self._fd = None
         self._flat = None
         self._index = None
+
+    def warm(self) -> None:
+        """Bring every page a search reads into this process's mappings (the flat rows, or the IVF codes), so the
+        first query pays no page faults. The fp32 rows of an ANN segment are read per query and not touched."""
+        if self._flat is not None and self.rows:
+            float(np.asarray(self._flat).sum(dtype=np.float64))
+        elif self._index is not None and self.rows:
+            self._index.search(
+                np.zeros((1, self.dim), dtype=np.float32), 1, params=faiss.SearchParametersIVF(nprobe=self._nlist)
+            )
 
     # -- rows ------------------------------------------------------------------------------------------------------
 
@@ -335,6 +347,13 @@ class SegmentVectors:
         if self._flat is not None:
             return np.asarray(self._flat[rows], dtype=np.float32)
         return self._read_rows(rows)
+
+    def mapped(self) -> np.ndarray:
+        """All fp32 rows as a read-only memory map, for reading many rows in order (a merge): the caller drops it
+        when done, so its pages leave this process's resident set."""
+        if self._flat is not None:
+            return self._flat
+        return np.load(self._rows_path, mmap_mode="r")
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Read rows of the fp32 file with one ``pread`` each, so they never enter the resident set (the file's pages

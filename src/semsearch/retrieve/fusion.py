@@ -22,7 +22,7 @@ one retriever returned is scored by the other too), so no method has to guess a 
      ``COVERAGE_FULL`` its own, linearly mixed between. A weak keyword match still says which *article* the query
      is about (a name, a number, a title word), while the passages of that article all share those words; so
      keyword evidence picks the article and dense similarity the passage in it. Articles with the same title
-     count as one (:func:`semsearch.index.keyword.article_numbers`: a corpus cut into passages before indexing).
+     count as one (:func:`semsearch.index.segment.article_key`: a corpus cut into passages before indexing).
      Where each article is a single passage this changes nothing.
 
   Coverage also scales ``w`` itself, but only at the very bottom: from 0 at ``KEYWORD_COVERAGE_MIN`` to full at
@@ -144,7 +144,7 @@ def fuse(
 ) -> Fused:
     """Fuse exact dense and keyword scores of the same candidates. ``weight``: the fixed keyword weight
     (``zscore``) or its cap (``adaptive``); None for the documented defaults. ``coverage``: the query's keyword
-    coverage (:meth:`semsearch.index.keyword.KeywordIndex.coverage`), used by ``adaptive``; None skips its effects.
+    coverage (:meth:`semsearch.index.keyword.VersionKeyword.coverage`), used by ``adaptive``; None skips its effects.
     ``articles``: which article each candidate belongs to (one number each), used by ``adaptive``; None treats
     every candidate as an article of its own."""
     if dense.shape != keyword.shape:

@@ -136,13 +136,16 @@ class Searcher:
             if current is None or current == self._current.version.version_id:
                 return False
             self._attempted = current
-            version = IndexVersion(self._layout.version_path(current))
+            old = self._current.version
+            # Segments the versions share are reused as opened (their pages are mapped already).
+            version = IndexVersion(self._layout.version_path(current), segments=old.segment_map())
             try:
                 _check_compatible(version.manifest, self._embedder)
                 version.warm()
             except BaseException:
                 version.close()
                 raise
+            version.adopt(old)
             # The old version is not closed: searches in flight still use it; it is freed when they finish.
             self._current = VersionSearcher(version, self._embedder, self._fusion, self._fusion_weight)
             self._failed_version = self.last_reload_error = None

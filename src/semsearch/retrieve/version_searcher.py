@@ -150,8 +150,7 @@ class VersionSearcher:
                 )
                 continue
             keyword = version.keyword
-            all_scores = keyword.scores(query)
-            kw_scores, kw_ids = keyword.top(all_scores, depth, allowed)
+            kw_scores, kw_ids = keyword.top(query, depth, allowed)
             if mode == "keyword":
                 out.append(
                     [
@@ -166,7 +165,7 @@ class VersionSearcher:
                 out.append([])
                 continue
             dense_exact = version.vectors_for(ids) @ vectors[i]
-            keyword_exact = keyword.scores_for(all_scores, ids)
+            keyword_exact = keyword.scores_for(query, ids)
             coverage = keyword.coverage(query, float(keyword_exact.max()))
             fused = fuse(
                 dense_exact.astype(np.float64),

@@ -384,6 +384,7 @@ def stats() -> Response:
             "index_version": m.version_id,
             "index_format": m.format_version,
             "built_at": m.built_at,
+            **searcher.version.stats(),
             "reload_error": searcher.last_reload_error,
         }
     )

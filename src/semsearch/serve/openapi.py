@@ -273,6 +273,9 @@ _SCHEMAS: dict[str, Any] = {
             "index_format",
             "built_at",
             "reload_error",
+            "segments",
+            "deleted",
+            "dense_recall_at_10",
         ],
         "properties": {
             "model": {"type": "string"},
@@ -284,6 +287,27 @@ _SCHEMAS: dict[str, Any] = {
             "index_version": {"type": "string"},
             "index_format": {"type": "integer"},
             "built_at": {"type": "string"},
+            "deleted": {"type": "integer", "description": "Deleted passages still held by segments (until merged)."},
+            "dense_recall_at_10": {
+                "type": "number",
+                "description": "The lowest recall@10 against exact search measured when a segment's vector index was "
+                "built (1.0 when every segment is searched exactly).",
+            },
+            "segments": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "rows", "deleted", "vector_index", "params", "recall_at_10"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "rows": {"type": "integer"},
+                        "deleted": {"type": "integer"},
+                        "vector_index": {"enum": ["flat", "ivf-sq8"]},
+                        "params": {"type": "object"},
+                        "recall_at_10": {"type": "number"},
+                    },
+                },
+            },
             "reload_error": {
                 "type": ["string", "null"],
                 "description": "Why the newest published version is not being served (it failed to load); null "
