@@ -188,3 +188,43 @@ def test_exclude_and_boilerplate_patterns_come_from_the_environment(
     assert ids == {"bank.txt", "bridge.txt", "reef.txt", "README.md"}  # the list replaced the default one
     assert "Follow us on Mastodon" not in bank_text
     assert "All rights reserved" in bank_text  # the list replaced the default patterns
+
+
+def test_optimize_info_and_upgrade(runner: CliRunner, corpus_dir: Path, tmp_path: Path) -> None:
+    assert runner.invoke(main, ["index", str(corpus_dir)]).exit_code == 0
+    (corpus_dir / "extra.txt").write_text("Extra story\n\nAn extra article about harbour ferries.", encoding="utf-8")
+    (corpus_dir / "bank.txt").unlink()
+    assert runner.invoke(main, ["reindex", str(corpus_dir)]).exit_code == 0
+    info = json.loads(runner.invoke(main, ["info", "--json"]).output)
+    assert len(info["segments"]) == 2 and info["deleted"] > 0 and info["bytes"] > 0
+    assert [s["vector_index"] for s in info["segments"]] == ["flat", "flat"]
+    assert info["dense_recall_at_10"] == 1.0
+    text = runner.invoke(main, ["info"]).output
+    assert "segments    2" in text and "recall@10 1.0" in text
+
+    result = runner.invoke(main, ["optimize"])
+    assert result.exit_code == 0, result.output
+    assert "merged 2 segments into one" in result.output
+    info = json.loads(runner.invoke(main, ["info", "--json"]).output)
+    assert len(info["segments"]) == 1 and info["deleted"] == 0 and info["articles"] == 3
+    assert "nothing to do" in runner.invoke(main, ["optimize"]).output
+
+    # Upgrading an index that is already current is a one-line error.
+    result = runner.invoke(main, ["upgrade"])
+    assert result.exit_code == 2 and "already in format 2" in result.output
+
+
+def test_upgrade_converts_a_format_1_index(runner: CliRunner, tmp_path: Path) -> None:
+    import shutil
+
+    from .conftest import ROOT
+
+    index_dir = tmp_path / "old"
+    shutil.copytree(ROOT / "tests" / "data" / "format1-index", index_dir)
+    result = runner.invoke(main, ["search", "bridge", "--index-dir", str(index_dir)])
+    assert result.exit_code != 0 and f"semsearch upgrade --index-dir {index_dir}" in result.output
+    result = runner.invoke(main, ["upgrade", "--index-dir", str(index_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["from_format"] == 1
+    result = runner.invoke(main, ["search", "who designed the bridge", "--index-dir", str(index_dir), "--json"])
+    assert json.loads(result.output)["hits"][0]["article_id"] == "bridge.txt"

@@ -126,6 +126,9 @@ def test_health_ready_stats(client: FlaskClient, fake_embedder) -> None:
     stats = conforms("/stats", "get", client.get("/stats"))
     assert stats["model"] == fake_embedder.model_id and stats["articles"] == 3
     assert stats["index_version"] == ready["version"]
+    (segment,) = stats["segments"]  # the fixture's index: one flat segment, exact search
+    assert segment["vector_index"] == "flat" and segment["rows"] == stats["passages"]
+    assert stats["dense_recall_at_10"] == 1.0 and stats["deleted"] == 0
 
 
 def test_metrics_count_requests_by_route_and_status(client: FlaskClient) -> None:

@@ -134,8 +134,11 @@ class VersionSearcher:
             allowed = version.filter_passage_ids(where, params)
         depth = min(depth, max(version.manifest.passages, 1))
         vectors = self.embedder.embed_queries(list(queries)) if mode != "keyword" else None
+        # Dense mode keeps only its first ``limit`` candidates: asking the vector index for more would only cost
+        # (an ANN search probes more lists for a deeper list).
+        dense_depth = min(depth, limit) if mode == "dense" and limit is not None else depth
         dense_scores, dense_ids = (
-            version.search_vectors(vectors, depth, allowed) if vectors is not None else (None, None)
+            version.search_vectors(vectors, dense_depth, allowed) if vectors is not None else (None, None)
         )
         out = []
         for i, query in enumerate(queries):
