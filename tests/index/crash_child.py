@@ -6,7 +6,8 @@ settings (so the run is incremental, as an operator's usually is) and stops wher
 STAGE:
 - ``embedding`` | ``writing`` | ``before-switch``: pause at that stage;
 - ``count``: run to the end and write to MARKER how many calls the reindex made (see ``count_calls``);
-- ``call:N``: pause just before the N-th of those calls, i.e. at a chosen point of the build.
+- ``call:N``: pause just before the N-th of those calls, i.e. at a chosen point of the build;
+- ``merge-count`` / ``merge-call:N``: the same for ``optimize`` (a merge of every segment) instead of a reindex.
 
 At a pause the child writes MARKER (with where it stopped) and sleeps. Beside MARKER it writes ``.started``
 before the reindex, ``.plan`` (``incremental`` or ``full``) when the new version's writer is created, and
@@ -90,6 +91,20 @@ def main() -> None:
         layout.IndexLayout.publish = slow_publish  # type: ignore[method-assign]
 
     calls = [0]
+    if stage == "merge-count" or stage.startswith("merge-call:"):
+        # An optimize (a merge of every segment) instead of a reindex: kill points spread over reading the
+        # segments, writing the merged one outside the lock, installing it and publishing under the lock, pruning.
+        from semsearch.index.merge import optimize
+
+        marker.with_suffix(".started").write_text("started")
+        stop = None if stage == "merge-count" else int(stage.removeprefix("merge-call:"))
+        count_calls(calls, stop, marker)
+        optimize(index_dir, fixture_settings(index_dir))
+        sys.setprofile(None)
+        if stop is None:
+            marker.write_text(str(calls[0]))
+        marker.with_suffix(".finished").write_text("finished")
+        return
 
     class RecordingWriter(build.VersionWriter):
         def __init__(self, layout_: layout.IndexLayout, dim: int, base: Any = None, **options: Any) -> None:

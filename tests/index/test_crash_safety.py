@@ -133,6 +133,53 @@ def test_sigkill_at_random_points_of_an_incremental_build_never_breaks_the_index
     assert report.articles == 9 and not report.full_rebuild
 
 
+def test_sigkill_at_random_points_of_a_merge_never_breaks_the_index(
+    built_index, corpus_dir: Path, settings: Settings, fake_embedder, tmp_path: Path
+) -> None:
+    """A merge killed anywhere (reading, writing the merged segment outside the lock, installing and publishing it
+    under the lock, pruning) leaves the index serving the same passages, and the next merge and writer succeed and
+    leave nothing behind."""
+    settings = settings.with_(auto_merge=False)
+    for i in range(3):  # four segments to merge
+        (corpus_dir / f"extra-{i}.txt").write_text(f"Extra {i}\n\nAn extra article number {i}.", encoding="utf-8")
+        reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)
+    (corpus_dir / "bank.txt").unlink()
+    reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder)  # and a deletion to purge
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+        assert len(searcher.version.segments) == 4 and searcher.manifest.deleted > 0
+        expected = [(h.passage_id, round(h.score, 5)) for h in searcher.search("extra article bridge reef", k=20)]
+    rehearsal = tmp_path / "rehearsal"
+    shutil.copytree(settings.index_dir, rehearsal / "index")
+    proc, counted = start_child(rehearsal / "index", corpus_dir, "merge-count", tmp_path)
+    assert proc.wait(timeout=120) == 0, counted.with_name(counted.name + ".stderr").read_text()
+    total = int(counted.read_text())
+
+    rng = random.Random(99)
+    kills = 5
+    stopped_at: list[str] = []
+    for i in range(kills):
+        call = rng.randint(1 + i * total // kills, (i + 1) * total // kills - 1)
+        proc, marker = start_child(settings.index_dir, corpus_dir, f"merge-call:{call}", tmp_path)
+        wait_for(marker, proc)
+        stopped_at.append(marker.read_text())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not marker.with_suffix(".finished").exists(), f"kill {i} came after the merge: {stopped_at[-1]}"
+        with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+            got = [(h.passage_id, round(h.score, 5)) for h in searcher.search("extra article bridge reef", k=20)]
+            assert got == expected, stopped_at[-1]  # merged or not, the same passages and scores
+    assert len({where.split(":")[0] for where in stopped_at}) >= 3, stopped_at
+    from semsearch.index.merge import optimize
+
+    optimize(settings.index_dir, settings)
+    reindex([corpus_dir], settings.index_dir, settings, embedder=fake_embedder, full=True)  # a writer cleans up
+    layout = IndexLayout(settings.index_dir)
+    assert {p.name for p in layout.segments_dir.iterdir()} == layout.referenced_segments()
+    assert list(layout.staging_dir.iterdir()) == []
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+        assert [(h.passage_id, round(h.score, 5)) for h in searcher.search("extra article bridge reef", k=20)] != []
+
+
 def test_second_reindexer_is_refused_with_a_clear_message(
     built_index, corpus_dir: Path, settings: Settings, tmp_path: Path
 ) -> None:

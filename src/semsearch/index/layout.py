@@ -227,33 +227,35 @@ class IndexLayout:
         return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir())
 
     def clean_staging(self) -> list[str]:
-        """Remove what a crashed writer or merge left half-written. A merge still running holds the flock of
-        ``staging/<name>.lock`` and is left alone. Call with the writer lock held."""
+        """Remove what a crashed writer or merge left half-written. Entries are grouped by their name's stem (a
+        claim's directory, ``.lock``, ``.pins`` and temporary files share it); a group whose ``<stem>.lock`` is
+        held by a running merge is left alone. Call with the writer lock held."""
         if not self.staging_dir.is_dir():
             return []
+        groups: dict[str, list[Path]] = {}
+        for path in self.staging_dir.iterdir():
+            groups.setdefault(path.name.lstrip(".").split(".")[0], []).append(path)
         removed = []
-        for path in sorted(self.staging_dir.iterdir()):
-            if path.suffix in (".lock", ".pins"):
-                if path.suffix == ".pins" and not path.with_suffix(".lock").exists():
-                    path.unlink(missing_ok=True)  # its merge is gone
-                continue
-            lock = path.with_name(path.name + ".lock")
+        for stem, paths in sorted(groups.items()):
+            lock = self.staging_dir / f"{stem}.lock"
+            fd = None
             if lock.exists():
                 fd = os.open(lock, os.O_RDWR)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     os.close(fd)
-                    continue  # a merge is writing it
-                try:
-                    shutil.rmtree(path, ignore_errors=True)
-                    path.with_name(path.name + ".pins").unlink(missing_ok=True)
-                    lock.unlink(missing_ok=True)
-                finally:
+                    continue  # a merge is working in it
+            try:
+                for path in sorted(paths, key=lambda p: p == lock):  # the lock last, while we hold it
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+            finally:
+                if fd is not None:
                     os.close(fd)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
+            removed.append(stem)
         return removed
 
     def unpin(self, name: str) -> None:
