@@ -312,3 +312,64 @@ def test_admin_reload_switches_the_worker_that_served_it(
         for _ in range(6):
             _pid, data = _probe(server, workers)
             assert data["version"] == new and data["hits"][0]["article_id"] == NEW_ARTICLE_ID
+
+
+def _index_mappings(pid: int, index_dir: Path) -> tuple[set[str], set[str]]:
+    """(files under ``index_dir`` that ``pid`` maps or holds open, those of them already deleted)."""
+    root = str(index_dir.resolve())
+    files: set[str] = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith(root):
+            files.add(parts[5])
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(root):
+                files.add(target)
+    return files, {f for f in files if f.endswith(" (deleted)")}
+
+
+def test_no_server_process_keeps_the_files_of_replaced_segments(
+    corpus: Path, tmp_path: Path, real_embedder: SentenceTransformerEmbedder, model_cache: Path
+) -> None:
+    """After ``optimize`` replaces every segment and pruning deletes the old ones, no server process (master or
+    worker) still maps or holds them: their disk space and page-cache pages are given back while serving goes
+    on."""
+    from semsearch.index.merge import optimize
+
+    index_dir = tmp_path / "index"
+    settings = Settings(keep_versions=1)
+    build_index([corpus], index_dir, settings, embedder=real_embedder)
+    _publish_new_article(corpus, index_dir, real_embedder)  # a second segment
+    with _serve(index_dir, tmp_path, model_cache, {}) as server:
+        workers = server.workers()
+        for worker in workers:  # each worker has opened the index; the master keeps none of it
+            conn = _connection_to(server, worker, workers, time.monotonic() + 20)
+            try:
+                _call(conn, "GET", _search_path(FACT_QUERY))
+            finally:
+                conn.close()
+            assert any(f.endswith("vectors.npy") for f in _index_mappings(worker, index_dir)[0])
+        assert _index_mappings(server.proc.pid, index_dir)[0] == set()
+        report = optimize(index_dir, settings)
+        assert report is not None and report.version_id is not None
+        old_segments = set(report.merged)
+        assert not any((index_dir / "segments" / s).exists() for s in old_segments)  # pruned
+        deadline = time.monotonic() + 30
+        for worker in workers:
+            while True:
+                conn = _connection_to(server, worker, workers, deadline)
+                try:
+                    stats = _call(conn, "GET", "/stats")
+                    if stats["index_version"] == report.version_id:
+                        _call(conn, "GET", _search_path(FACT_QUERY))  # and it answers from the merged segment
+                        break
+                finally:
+                    conn.close()
+                assert time.monotonic() < deadline, f"worker {worker} still serves {stats['index_version']}"
+                time.sleep(0.2)
+        for pid in [server.proc.pid, *workers]:
+            files, deleted = _index_mappings(pid, index_dir)
+            assert deleted == set(), (pid, sorted(deleted)[:5])
+            assert not any(s in f for f in files for s in old_segments), pid

@@ -26,6 +26,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -315,6 +316,12 @@ def merge_segments(
 # ------------------------------------------------------------------------------------------------------- reading
 
 
+def _close_in(conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() == pid:  # never a connection a forked child inherited
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+
 class Segment:
     """A published segment opened for reading. Everything large is memory-mapped read-only (shared by server
     workers through the page cache); the metadata database is opened per process on first use."""
@@ -379,6 +386,10 @@ class Segment:
             if self._conn is None or os.getpid() != self._pid:  # a forked worker opens its own connection
                 self._conn = connect_db(self.path / META_DB, readonly=True)
                 self._pid = os.getpid()
+                # A connection is freed by the cyclic garbage collector only (it is part of a reference cycle),
+                # which in a server worker may not run for a long time: close it as soon as the segment is
+                # dropped, so a replaced segment's file is not held open.
+                weakref.finalize(self, _close_in, self._conn, self._pid)
             return self._conn.execute(sql, params).fetchall()
 
     def close(self) -> None:

@@ -73,6 +73,16 @@ class SearchService:
     def loaded(self) -> Searcher | None:
         return self._searcher
 
+    def release_index(self) -> None:
+        """Close the index but keep the model (the gunicorn master, once it has checked the index: it serves no
+        request, and a version it kept open would pin that version's files, disk space included, after merges
+        and pruning replaced them). The next :meth:`searcher` call opens the current version again."""
+        with self._lock:
+            if self._searcher is not None:
+                self._embedder = self._searcher.embedder
+                self._searcher.close()
+                self._searcher = None
+
     def close(self) -> None:
         if self._searcher is not None:
             self._searcher.close()

@@ -72,14 +72,18 @@ def serve(
     app = create_app(settings, embedder=embedder)
     svc = service_of(app)
     try:
-        # Load model and index now: fail fast, and share them (BM25 index included) with the forked workers.
+        # Load model and index now: fail fast, and share the model with the forked workers.
         svc.searcher().warm()
-        _freeze_heap()
     except Exception as exc:  # the service still starts; /readyz reports why it is not ready
         log.warning("starting without an index: %s", exc)
     if dev:
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
+    # Each worker opens the current version itself (post_fork): the index is memory-mapped, so its pages are
+    # shared through the page cache all the same, and a worker forked later (one replacing a dead worker) starts on
+    # the current version, not on the one the master saw at startup. The master then keeps no index files open.
+    svc.release_index()
+    _freeze_heap()
 
     from gunicorn.app.base import BaseApplication
 
@@ -108,7 +112,11 @@ def serve(
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         # Split the cores between workers. (The model thread is restarted in the child on first use.)
-        searcher = svc.loaded()
+        try:
+            searcher: Any = svc.searcher()  # opens the current version, before any request
+        except Exception as exc:  # no index yet: /readyz says why; requests open it once it is published
+            log.warning("worker starting without an index: %s", exc)
+            searcher = None
         set_threads = getattr(searcher.embedder, "set_threads", None) if searcher is not None else None
         if set_threads is not None:
             set_threads(threads_per_worker)
