@@ -27,6 +27,8 @@ BBC = DATA / "bbc-news"
 SCIFACT = DATA / "scifact"
 QUESTIONS = Path(__file__).resolve().parent / "data" / "bbc_passage_questions.jsonl"
 NOISES = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Beyond the current default: added after noise 1.0 turned out to under-probe for real queries.
+EXTRA_NOISES = (1.25, 1.5, 2.0)
 CURVE_NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 
@@ -83,8 +85,12 @@ def build_or_load(out: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
         bbc_texts.extend(p.embed_text for p in chunk_article(a, settings.chunking, emb.count_tokens, emb.max_tokens))
     sci_texts = _scifact_passages(split_sentences)
     headlines = [a.title for a in articles]
-    claims = [json.loads(line)["text"] for line in open(SCIFACT / "queries.jsonl", encoding="utf-8")]
-    questions = [json.loads(line)["question"] for line in open(QUESTIONS, encoding="utf-8")] if QUESTIONS.exists() else []
+    claims = [json.loads(line)["text"] for line in (SCIFACT / "queries.jsonl").read_text("utf-8").splitlines()]
+    questions = (
+        [json.loads(line)["question"] for line in QUESTIONS.read_text("utf-8").splitlines() if line.strip()]
+        if QUESTIONS.exists()
+        else []
+    )
     print(
         f"{len(articles)} bbc articles -> {len(bbc_texts)} passages; scifact {len(sci_texts)} passages; "
         f"queries: {len(headlines)} headlines, {len(claims)} claims, {len(questions)} questions",
@@ -127,7 +133,9 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def calibration_queries(x: np.ndarray, noise: float, nlist: int, seed: int = 0, m: int = 300) -> np.ndarray:
+def calibration_queries(
+    x: np.ndarray, noise: float, nlist: int, seed: int = 0, m: int = 300
+) -> tuple[np.ndarray, np.ndarray]:
     """The calibration sample exactly as ``write_vectors`` draws it (same rng sequence)."""
     n, d = x.shape
     rng = np.random.default_rng(seed)
@@ -163,6 +171,7 @@ def latency_ms(seg, q: np.ndarray, k: int, repeat: int = 1) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/work/bench/calibration"))
+    ap.add_argument("--noises", type=lambda v: tuple(float(t) for t in v.split(",")), default=NOISES + EXTRA_NOISES)
     ap.add_argument("--latency-queries", type=int, default=200, help="queries per set timed one by one")
     args = ap.parse_args()
     out: Path = args.out
@@ -186,7 +195,10 @@ def main() -> None:
 
     rng = np.random.default_rng(1)
     lat_q = np.concatenate(
-        [q[np.sort(rng.choice(q.shape[0], min(args.latency_queries, q.shape[0]), replace=False))] for q in qsets.values()]
+        [
+            q[np.sort(rng.choice(q.shape[0], min(args.latency_queries, q.shape[0]), replace=False))]
+            for q in qsets.values()
+        ]
     )
 
     # Exact single-thread scan for reference.
@@ -205,7 +217,7 @@ def main() -> None:
     real_curves: dict[str, list] = {}
     orig_noise, orig_recall_k = V.QUERY_NOISE, V.RECALL_K
     try:
-        for noise in NOISES:
+        for noise in args.noises:
             V.QUERY_NOISE = noise
             seg_dir = seg_root / f"noise_{noise}"
             shutil.rmtree(seg_dir, ignore_errors=True)
@@ -213,7 +225,7 @@ def main() -> None:
             V.QUERY_NOISE = orig_noise
             nlist, nprobe = info["params"]["nlist"], info["params"]["nprobe"]
             cq, src = calibration_queries(x, noise, nlist)
-            cs, ci = faiss.knn(cq, x, 10, faiss.METRIC_INNER_PRODUCT)
+            cs, _ = faiss.knn(cq, x, 10, faiss.METRIC_INNER_PRODUCT)
             row = {
                 "noise": noise,
                 "nlist": nlist,
@@ -264,14 +276,23 @@ def main() -> None:
             finally:
                 seg.close()
             results.append(row)
-            print(json.dumps({k: row[k] for k in ("noise", "nlist", "nprobe", "calibration_recall_at_10")}
-                             | {"real": row["real"], "lat": row["latency_ms_single_thread"]}), file=sys.stderr, flush=True)
+            print(
+                json.dumps(
+                    {k: row[k] for k in ("noise", "nlist", "nprobe", "calibration_recall_at_10")}
+                    | {"real": row["real"], "lat": row["latency_ms_single_thread"]}
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         V.QUERY_NOISE, V.RECALL_K = orig_noise, orig_recall_k
         shutil.rmtree(seg_root, ignore_errors=True)
 
-    ok = [r for r in results if all(v["recall_at_10"] >= 0.95 for v in r["real"].values())]
-    rec = min(ok, key=lambda r: (r["nprobe"], -r["noise"])) if ok else None
+    def recommend(rows: list[dict]) -> dict | None:
+        ok = [r for r in rows if all(v["recall_at_10"] >= 0.95 for v in r["real"].values())]
+        rec = min(ok, key=lambda r: (r["nprobe"], -r["noise"])) if ok else None
+        return None if rec is None else {k: rec[k] for k in ("noise", "nprobe", "nlist", "real")}
+
     report = {
         "embeddings": meta,
         "rows": n,
@@ -284,9 +305,10 @@ def main() -> None:
             "columns": ["nprobe", "recall_at_10", "recall_at_100_unscaled"],
             **real_curves,
         },
-        "recommendation": None
-        if rec is None
-        else {"noise": rec["noise"], "nprobe": rec["nprobe"], "nlist": rec["nlist"], "real": rec["real"]},
+        "curve_note": "recall_at_100_unscaled at nprobe 1 (and partly 2) is inflated: a 200-row shortlist that the "
+        "probed lists cannot fill makes _ann search every list again",
+        "recommendation_within_0_to_1": recommend([r for r in results if r["noise"] <= 1.0]),
+        "recommendation_any_measured": recommend(results),
     }
     text = json.dumps(report, indent=2)
     (out / "report.json").write_text(text + "\n")

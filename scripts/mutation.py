@@ -62,11 +62,20 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "src/semsearch/retrieve/filters.py": ((), ("tests/retrieve/test_retrieval.py", "tests/serve/test_api.py")),
     # Budgets, merging and citations (also through /context and the client).
     "src/semsearch/retrieve/context.py": ((), ("tests/retrieve/test_context.py",)),
+    # The segmented format: one segment written or merged, the merge policy and merges that publish beside
+    # writers, keyword search over segments with live statistics.
+    "src/semsearch/index/segment.py": (
+        (),
+        ("tests/index/test_segments.py", "tests/index/test_store.py", "tests/index/test_crash_safety.py"),
+    ),
+    "src/semsearch/index/merge.py": ((), ("tests/index/test_segments.py", "tests/index/test_crash_safety.py")),
+    "src/semsearch/index/keyword.py": ((), ("tests/index/test_keyword.py", "tests/index/test_segments.py")),
     # Writing a version: round trips, incremental reindex, the SIGKILL tests of the publish protocol, and what
     # search reads back (tags, keyword texts).
     "src/semsearch/index/writer.py": (
         (),
         (
+            "tests/index/test_segments.py",
             "tests/index/test_store.py",
             "tests/index/test_reindex.py",
             "tests/index/test_crash_safety.py",
@@ -78,6 +87,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "src/semsearch/index/reader.py": (
         (),
         (
+            "tests/index/test_segments.py",
             "tests/index/test_store.py",
             "tests/retrieve/test_retrieval.py",
             "tests/index/test_reindex.py",
@@ -87,7 +97,12 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # The CURRENT pointer, history, rollback, pruning, the writer lock, and the SIGKILL tests.
     "src/semsearch/index/layout.py": (
         (),
-        ("tests/index/test_store.py", "tests/index/test_reindex.py", "tests/index/test_crash_safety.py"),
+        (
+            "tests/index/test_store.py",
+            "tests/index/test_reindex.py",
+            "tests/index/test_segments.py",
+            "tests/index/test_crash_safety.py",
+        ),
     ),
     # Reloading: hot and background reload over HTTP, maybe_reload on reindex, reload under 16 threads and under
     # HTTP load, Searcher.warm (the garbage-collector test in test_retrieval).
