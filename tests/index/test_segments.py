@@ -359,7 +359,7 @@ def test_ann_segments_in_an_index_filter_exactly_and_report_recall(tmp_path: Pat
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
         stats = s.version.stats()
         kinds = [seg["vector_index"] for seg in stats["segments"]]
-        assert kinds == ["ivf-sq8", "flat"]
+        assert kinds == ["ivf-pq4fs", "flat"]
         assert stats["segments"][0]["recall_at_10"] >= 0.95 and stats["dense_recall_at_10"] >= 0.95
         # A filter keeping 4 articles (12 passages): k results whenever k match, none outside the filter.
         filters = SearchFilters(published_after="2026-01-05", published_before="2026-01-05")

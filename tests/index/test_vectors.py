@@ -69,7 +69,7 @@ def seg(request: pytest.FixtureRequest, segments: dict[str, tuple[Path, dict]]) 
 def test_kinds_and_manifest_entry(segments: dict[str, tuple[Path, dict]]) -> None:
     flat, ann = segments["flat"][1], segments["ann"][1]
     assert flat["kind"] == "flat" and flat["recall_at_10"] == 1.0  # 3000 rows < the default threshold
-    assert ann["kind"] == "ivf-sq8" and 1 <= ann["params"]["nprobe"] <= ann["params"]["nlist"]
+    assert ann["kind"] == "ivf-pq4fs" and 1 <= ann["params"]["nprobe"] <= ann["params"]["nlist"]
     assert json.loads(json.dumps(ann)) == ann  # goes into the manifest as is
     assert ann["recall_sample"] == vec.CALIBRATION_QUERIES and ann["recall_met"]
     assert ann["recall_at_10"] >= ann["calibration_target"] == vec.CALIBRATION_TARGET > ann["recall_target"]
@@ -190,7 +190,8 @@ def test_allowed_far_from_the_query_still_returns_k(segments: dict[str, tuple[Pa
     allowed = np.setdiff1d(np.arange(N), near)
     _, rows = s.search(q, K, allowed=allowed)
     assert (rows >= 0).all() and np.isin(rows, allowed).all()
-    assert np.array_equal(rows, _exact(q, data, K, allowed))
+    # Far from the query, compressed scores barely separate the rows: most, not all, of the exact top 10.
+    assert len(set(rows[0].tolist()) & set(_exact(q, data, K, allowed)[0].tolist())) >= 0.9 * K
 
 
 def test_vectors_reads_exact_rows_in_order(seg: SegmentVectors, data: np.ndarray) -> None:

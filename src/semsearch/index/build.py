@@ -2,7 +2,9 @@
 
 A full build and an incremental reindex are one operation: diff the articles against the current version by
 content hash, chunk and embed only what is new or changed (reusing stored vectors for every passage whose
-embedded text is unchanged), write a complete new version beside the current one, then switch the pointer.
+embedded text is unchanged), write one segment with the new passages and a version naming it beside the current
+one (:mod:`semsearch.index.writer`), switch the pointer, then merge segments as the tiered policy asks
+(:mod:`semsearch.index.merge`).
 :class:`Index` offers the same as a long-lived object (``upsert``/``delete``) for backends that ingest live.
 """
 
@@ -303,8 +305,10 @@ def _apply(
 class Index:
     """A writable index for code that ingests live (a chatbot backend): keeps the model loaded between calls.
 
-    Every method publishes a complete new version atomically (readers never see a partial update), under the
-    same lock as ``semsearch reindex``. Safe to call from several threads: calls are serialised by the lock.
+    Every update publishes a new version atomically (readers never see a partial update), under the same lock as
+    ``semsearch reindex``; it writes only the changed passages (one segment) and deletion marks, so its cost follows
+    the change, not the index. Safe to call from several threads: writes are serialised by the lock. Segment merges
+    (``settings.auto_merge``) run after the update has published, without the lock.
     """
 
     def __init__(

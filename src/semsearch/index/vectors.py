@@ -1,4 +1,4 @@
-"""The vectors of one immutable segment: fp32 rows in a plain ``.npy`` file and, for large segments, an IVF-SQ8 index.
+"""The vectors of one immutable segment: fp32 rows in a plain ``.npy`` file and, for large segments, an IVF index.
 
 Why this shape (figures from ``scripts/bench_vectors.py``: clustered 384-d unit vectors, one thread per query, on a
 shared 2-core AVX-512 machine; "cpu" is the query thread's CPU time, wall time was up to 2x that under load):
@@ -6,10 +6,10 @@ shared 2-core AVX-512 machine; "cpu" is the query thread's CPU time, wall time w
 * Exact search streams every fp32 row per query: 0.7 ms at 10k rows, 2 ms at 20k (30 MB no longer stays in
   cache), 17 ms at 100k, 170 ms (cpu; 380 ms wall) at 1M, and the whole 1.5 GB would have to be resident. So
   segments below ``DEFAULT_ANN_MIN_ROWS`` stay flat and larger ones get an ANN index.
-* The ANN index is IVF with 8-bit scalar-quantised codes (384 bytes a row: 0.38 GB at 1M rows, inside the 0.6 GB
-  resident budget). It returns a shortlist of ``RERANK_FACTOR * k`` rows, re-ranked exactly from the fp32 rows,
-  reading only those rows; every returned score is therefore an exact inner product, and results from segments of
-  either kind merge by score. At 1M rows: recall@10 0.976, p50 1.3 ms, p99 2.4 ms (cpu). HNSW-SQ8 (M=16, efConstruction=40) was
+* The ANN index is IVF with compressed codes: 4-bit product quantisation scanned with SIMD lookup tables (96 bytes
+  a 384-d row: 96 MB at 1M rows), or 8-bit scalar quantisation for an odd dimension (see ``PQ_KIND``). It returns a
+  shortlist re-ranked exactly from the fp32 rows, reading only those rows; every returned score is therefore an
+  exact inner product, and results from segments of either kind merge by score. HNSW-SQ8 (M=16, efConstruction=40) was
   measured too and rejected: 0.95 needed efSearch 192 at 100k, at 1M it did not pass 0.50 even at efSearch 512,
   its file is 0.5 GB, and under a filter keeping 0.1% of rows it returned 1-2.5 of 10 results.
 * ``nprobe`` is chosen at build time by measuring recall@10 against exact search on a sample of the segment's own
@@ -57,11 +57,24 @@ DEFAULT_ANN_MIN_ROWS = 10_000
 #: 5.2 ms), ~1k at 100k (1.15 vs 1.03 ms), ~500 at 20k.
 EXACT_ALLOWED_MIN = 500
 EXACT_ALLOWED_DIVISOR = 200
-#: The ANN shortlist is ``RERANK_FACTOR * k`` rows (at least ``MIN_SHORTLIST``), re-ranked exactly. SQ8 scores are
-#: close to exact: measured at 100k rows, recall@10 is 0.954 with no extra rows (factor 1), 0.968 with factor 2, and
-#: no better with 4 or 8, which only cost more fp32 reads.
+#: The ANN index of a segment: IVF with 4-bit product-quantised codes scanned by SIMD lookup tables ("fast scan",
+#: d/4 bytes a row: 96 MB at 1M 384-d rows) for an even dimension, else IVF-SQ8 (d bytes a row). Measured at 1M rows
+#: of bench_scale's clustered vectors, one thread, leave-one-out recall@10 after the exact re-rank: SQ8 needed 183 of
+#: 2,005 lists for 0.98 and 15 ms per query (it reads 35 MB of codes); PQ fast scan with 2-dimensional sub-vectors
+#: reached 0.980 at 128 lists with a 200-row shortlist in 1.3 ms (0.967 at 64 lists, 0.5 ms). Sub-vectors of 4
+#: dimensions (half the bytes) stopped at 0.89 whatever the lists and shortlist.
+PQ_KIND = "ivf-pq4fs"
+SQ_KIND = "ivf-sq8"
+_ANN_CLASSES = {PQ_KIND: faiss.IndexIVFPQFastScan, SQ_KIND: faiss.IndexIVFScalarQuantizer}
+#: The ANN shortlist is ``max(MIN_SHORTLIST, RERANK_FACTOR * k)`` rows, re-ranked exactly from the fp32 rows (one
+#: pread a row, ~2 us). SQ8 scores are close to exact: at 100k rows recall@10 was 0.954 with a shortlist of k, 0.968
+#: with 2k, no better with 4k or 8k. 4-bit PQ scores are coarse: 80 rows gave 0.967 where 200 gave 0.980 (1M rows, 128
+#: lists).
 RERANK_FACTOR = 2
-MIN_SHORTLIST = 20
+MIN_SHORTLIST = {PQ_KIND: 200, SQ_KIND: 20}
+#: A query whose probed lists held fewer than k allowed rows is searched again over every list with a shortlist this
+#: many times as long (a filter far from the query).
+FALLBACK_WIDEN = 4
 #: nprobe is calibrated leave-one-out: sampled rows of the segment are the queries, and the truth is each one's exact
 #: top 10 among the *other* rows (the row itself is dropped from the results). That is a recall the manifest can state
 #: without assuming a query model. Real queries are harder than rows, though: measured on 19,627 passages of bbc-news
@@ -192,11 +205,16 @@ def write_vectors(
     nlist = nlist or _default_nlist(n)
     rng = np.random.default_rng(seed)
     quantizer = faiss.IndexFlatIP(d)
-    # by_residual=False: the codes quantise the rows themselves, so a query's distance table is computed once, not
-    # once per probed list; the exact re-rank absorbs the small loss of code precision.
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT, False
-    )
+    kind = PQ_KIND if d % 2 == 0 else SQ_KIND
+    if kind == PQ_KIND:
+        # 4-bit product quantisation of 2-dimensional sub-vectors, scanned with SIMD lookup tables ("fast scan").
+        index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, d // 2, 4, faiss.METRIC_INNER_PRODUCT)
+    else:
+        # by_residual=False: the codes quantise the rows themselves, so a query's distance table is computed once,
+        # not once per probed list; the exact re-rank absorbs the small loss of code precision.
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT, False
+        )
     index.cp.seed = seed
     # 10 k-means iterations, not 25: training is most of the build time, and the lists only need to be good enough
     # for the calibrated nprobe to reach the recall target.
@@ -210,7 +228,9 @@ def write_vectors(
     index_seconds = time.perf_counter() - started  # rows and index written; the rest is calibration
 
     info.update(
-        kind="ivf-sq8", ann_file=ANN_FILE, params={"nlist": nlist, "nprobe": nlist, "rerank_factor": RERANK_FACTOR}
+        kind=kind,
+        ann_file=ANN_FILE,
+        params={"nlist": nlist, "nprobe": nlist, "rerank_factor": RERANK_FACTOR, "min_shortlist": MIN_SHORTLIST[kind]},
     )
     m = min(calibration_queries, n)
     src = np.sort(rng.choice(n, m, replace=False))
@@ -314,14 +334,14 @@ class SegmentVectors:
         if self.kind == "flat":
             # Small by construction: kept mapped, shared through the page cache.
             self._flat = np.load(rows_path, mmap_mode="r") if self.rows else np.zeros((0, self.dim), np.float32)
-        elif self.kind == "ivf-sq8":
+        elif self.kind in _ANN_CLASSES:
             ann_path = self.path / info.get("ann_file", ANN_FILE)
             try:
                 index = faiss.read_index(str(ann_path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
             except RuntimeError as exc:
                 raise IndexCorruptError(f"cannot read {ann_path}: {exc}") from exc
-            if not isinstance(index, faiss.IndexIVFScalarQuantizer):
-                raise IndexCorruptError(f"{ann_path} holds a {type(index).__name__}, not an IVF-SQ8 index")
+            if not isinstance(index, _ANN_CLASSES[self.kind]):
+                raise IndexCorruptError(f"{ann_path} holds a {type(index).__name__}, not a {self.kind} index")
             if index.ntotal != self.rows or index.d != self.dim:
                 raise IndexCorruptError(
                     f"{ann_path} holds {index.ntotal} x {index.d}, manifest says {self.rows} x {self.dim}"
@@ -330,6 +350,7 @@ class SegmentVectors:
             self._nlist = int(index.nlist)
             self._nprobe = int(self.params["nprobe"])
             self._rerank = int(self.params.get("rerank_factor", RERANK_FACTOR))
+            self._min_shortlist = int(self.params.get("min_shortlist", MIN_SHORTLIST[self.kind]))
         else:
             raise IndexCorruptError(f"{self.path}: unknown vectors kind {self.kind!r}")
 
@@ -503,10 +524,10 @@ class SegmentVectors:
         scores: np.ndarray,
         rows: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """IVF-SQ8 shortlist (restricted by a selector), exact re-rank; queries that still lack results are
+        """IVF shortlist (restricted by a selector), exact re-rank; queries that still lack results are
         searched again over every list, which visits every live row's code and so guarantees them."""
         assert self._index is not None
-        shortlist = min(n_live, max(MIN_SHORTLIST, self._rerank * k))
+        shortlist = min(n_live, max(self._min_shortlist, self._rerank * k))
         if k > RECALL_K:
             # nprobe was calibrated for the top 10; deeper lists need more probes. Measured on the real passages
             # above with real queries, at the calibrated nprobe (leave-one-out 0.98): recall@100 0.91-0.94 as is,
@@ -529,9 +550,20 @@ class SegmentVectors:
         want = min(k, n_live)
         short = [i for i in range(q.shape[0]) if int((cand[i] >= 0).sum()) < want]
         if short and nprobe < self._nlist:
+            # Every list, and a wider shortlist: the allowed rows are far from the query, where compressed scores
+            # separate rows worst.
             params.nprobe = self._nlist
-            _, again = self._index.search(q[short], shortlist, params=params)
-            cand[short] = again
+            _, again = self._index.search(q[short], min(n_live, FALLBACK_WIDEN * shortlist), params=params)
+            found_s, found_r = scores[short], rows[short]
+            self._rerank_exact(q[short], again, k, found_s, found_r)
+            scores[short], rows[short] = found_s, found_r
+            rest = np.setdiff1d(np.arange(q.shape[0]), short)
+            if rest.size:
+                found_s, found_r = scores[rest], rows[rest]
+                self._rerank_exact(q[rest], cand[rest], k, found_s, found_r)
+                scores[rest], rows[rest] = found_s, found_r
+            del bits
+            return scores, rows
         del bits  # faiss no longer reads the bitmap
         self._rerank_exact(q, cand, k, scores, rows)
         return scores, rows

@@ -134,11 +134,12 @@ class VersionSearcher:
             allowed = version.filter_passage_ids(where, params)
         depth = min(depth, max(version.manifest.passages, 1))
         vectors = self.embedder.embed_queries(list(queries)) if mode != "keyword" else None
-        # Dense mode keeps only its first ``limit`` candidates: asking the vector index for more would only cost
-        # (an ANN search probes more lists for a deeper list).
-        dense_depth = min(depth, limit) if mode == "dense" and limit is not None else depth
+        # A single mode keeps only its first ``limit`` candidates: asking for more would only cost (an ANN search
+        # probes more lists for a deeper list; BM25's pruning is weaker the more results it must keep).
+        if mode != "hybrid" and limit is not None:
+            depth = min(depth, limit)
         dense_scores, dense_ids = (
-            version.search_vectors(vectors, dense_depth, allowed) if vectors is not None else (None, None)
+            version.search_vectors(vectors, depth, allowed) if vectors is not None else (None, None)
         )
         out = []
         for i, query in enumerate(queries):

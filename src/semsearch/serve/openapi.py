@@ -302,7 +302,7 @@ _SCHEMAS: dict[str, Any] = {
                         "id": {"type": "string"},
                         "rows": {"type": "integer"},
                         "deleted": {"type": "integer"},
-                        "vector_index": {"enum": ["flat", "ivf-sq8"]},
+                        "vector_index": {"enum": ["flat", "ivf-pq4fs", "ivf-sq8"]},
                         "params": {"type": "object"},
                         "recall_at_10": {"type": "number"},
                     },
