@@ -97,7 +97,8 @@ def rss_child(dirs: list[str], deleted_path: str | None) -> None:
     """Run in a fresh process: RSS (anonymous = private to a worker, file = shared mapped pages) before and after
     opening the segments and building GlobalBM25, then after 100 queries."""
     from semsearch.index.analysis import analyse
-    from semsearch.index.postings import GlobalBM25, SegmentPostings
+    from semsearch.index.bm25 import GlobalBM25
+    from semsearch.index.postings import SegmentPostings
 
     def status() -> dict[str, float]:
         fields = {}
@@ -138,7 +139,8 @@ def main() -> int:
         return 0
 
     from semsearch.index.analysis import analyse, stemmer, stopwords
-    from semsearch.index.postings import GlobalBM25, SegmentPostings, write_postings
+    from semsearch.index.bm25 import GlobalBM25
+    from semsearch.index.postings import SegmentPostings, write_postings
 
     corpus = args.corpus if args.corpus.exists() else FALLBACK_CORPUS
     pool = sentences(corpus)

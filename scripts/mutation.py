@@ -70,6 +70,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "src/semsearch/index/merge.py": ((), ("tests/index/test_segments.py", "tests/index/test_crash_safety.py")),
     "src/semsearch/index/keyword.py": ((), ("tests/index/test_keyword.py", "tests/index/test_segments.py")),
+    "src/semsearch/index/bm25.py": ((), ("tests/index/test_postings.py", "tests/index/test_keyword.py")),
     # Writing a version: round trips, incremental reindex, the SIGKILL tests of the publish protocol, and what
     # search reads back (tags, keyword texts).
     "src/semsearch/index/writer.py": (

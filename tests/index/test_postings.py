@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from semsearch.index.analysis import analyse, stemmer, stopwords
-from semsearch.index.postings import GlobalBM25, SegmentPostings, merge_postings, write_postings
+from semsearch.index.bm25 import GlobalBM25
+from semsearch.index.postings import SegmentPostings, merge_postings, write_postings
 
 from ..conftest import SAMPLE_CORPUS
 

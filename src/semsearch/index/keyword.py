@@ -1,6 +1,6 @@
 """Keyword (BM25) search over the segments of one version, with the statistics of all its live passages.
 
-The scoring is :class:`semsearch.index.postings.GlobalBM25` (equal to one bm25s index over the live passages:
+The scoring is :class:`semsearch.index.bm25.GlobalBM25` (equal to one bm25s index over the live passages:
 method "lucene", k1 1.5, b 0.75, Lucene's English stopwords, Snowball stemming; see that module); this module
 puts it in passage ids and query text for the searcher.
 """
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .analysis import STEMMER, analyse
-from .postings import GlobalBM25, SegmentPostings
+from .bm25 import GlobalBM25
+from .postings import SegmentPostings
 
 K1 = 1.5
 B = 0.75
