@@ -86,6 +86,8 @@ FALLBACK_WIDEN = 4
 CALIBRATION_TARGET = 0.98
 CALIBRATION_QUERIES = 300
 RECALL_K = 10
+#: Reads of at least this many fp32 rows announce them all to the kernel first (see ``_read_rows``).
+PREFETCH_MIN_ROWS = 32
 #: Batches smaller than this run on the calling thread only (see ``_one_thread``).
 _SMALL_BATCH = 20
 
@@ -403,7 +405,14 @@ class SegmentVectors:
             return out
         buf = memoryview(out).cast("B")
         size = self.dim * 4
-        for i, r in enumerate(rows.tolist()):
+        row_list = rows.tolist()
+        if len(row_list) >= PREFETCH_MIN_ROWS:
+            # Ask for every row first, so the rows not in the page cache are read from disk in parallel rather than
+            # one after another. Measured at 1M rows on a VM whose proactive reclaim keeps evicting the fp32 file:
+            # 200 shortlisted rows 8.8-9.2 ms without, 3.8-5.6 ms with; 0.44 vs 0.50 ms when all are cached.
+            for r in row_list:
+                os.posix_fadvise(self._fd, self._offset + r * size, size, os.POSIX_FADV_WILLNEED)
+        for i, r in enumerate(row_list):
             if os.preadv(self._fd, [buf[i * size : (i + 1) * size]], self._offset + r * size) != size:
                 raise IndexCorruptError(f"{self.path}: short read of row {r}")
         return out
