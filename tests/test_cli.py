@@ -202,12 +202,22 @@ def test_optimize_info_and_upgrade(runner: CliRunner, corpus_dir: Path, tmp_path
     text = runner.invoke(main, ["info"]).output
     assert "segments    2" in text and "recall@10 1.0" in text
 
-    result = runner.invoke(main, ["optimize"])
+    assert sum(s["deleted"] for s in info["segments"]) == info["deleted"]
+    assert sum(s["rows"] for s in info["segments"]) - info["deleted"] == info["passages"]
+    passages = info["passages"]
+
+    result = runner.invoke(main, ["optimize", "--json"])
     assert result.exit_code == 0, result.output
-    assert "merged 2 segments into one" in result.output
+    merged = json.loads(result.output)
+    assert len(merged["merged"]) == 2 and merged["rows"] == passages and merged["purged"] == info["deleted"]
     info = json.loads(runner.invoke(main, ["info", "--json"]).output)
     assert len(info["segments"]) == 1 and info["deleted"] == 0 and info["articles"] == 3
+    assert info["segments"][0]["deleted"] == 0 and info["version_id"] == merged["version_id"]
     assert "nothing to do" in runner.invoke(main, ["optimize"]).output
+    (corpus_dir / "reef.txt").unlink()
+    assert runner.invoke(main, ["reindex", str(corpus_dir)]).exit_code == 0
+    result = runner.invoke(main, ["optimize"])
+    assert result.exit_code == 0 and "merged 1 segments into one" in result.output, result.output
 
     # Upgrading an index that is already current is a one-line error.
     result = runner.invoke(main, ["upgrade"])

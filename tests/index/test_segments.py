@@ -126,6 +126,7 @@ def test_deleted_and_replaced_passages_never_come_back_in_any_mode(tmp_path: Pat
     assert report.removed == 1
     layout = IndexLayout(settings.index_dir)
     assert len(IndexVersion(layout.current_path()).manifest.segments) == 2  # a delete writes no segment
+    assert list(layout.staging_dir.iterdir()) == []  # nor leaves one half-made
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
         gone = old3 | old4
         for query in ["story3", "story4", "edition0 story3", *QUERIES]:
@@ -192,6 +193,7 @@ def test_optimize_merges_into_one_segment_purges_deletions_and_keeps_every_resul
     report = index.optimize()
     assert report is not None and report.version_id is not None
     assert report.purged == deleted_before and len(report.merged) == segments_before
+    assert report.rows == report.to_dict()["rows"] > 0
     layout = IndexLayout(settings.index_dir)
     with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as s:
         assert len(s.version.segments) == 1 and s.manifest.deleted == 0
@@ -433,3 +435,20 @@ def test_concurrent_upserts_from_threads_all_land(tmp_path: Path, fake_embedder:
             for i in range(100 + 10 * t, 106 + 10 * t):
                 assert s.search(f"story{i} part0", k=1, mode="keyword")[0].article_id == f"a{i}"
     assert os.listdir(IndexLayout(settings.index_dir).staging_dir) == []
+
+
+def test_a_filter_that_only_a_small_segment_meets_still_returns_k_rows_of_padding(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    settings = _settings(tmp_path)
+    index = Index(settings.index_dir, settings, embedder=fake_embedder)
+    index.upsert([_article(i) for i in range(20)])
+    index.upsert([_article(100)])  # a second, 3-row segment
+    version = IndexVersion(IndexLayout(settings.index_dir).current_path())
+    small = version.segments[1]
+    query = fake_embedder.embed_queries(["story100"])
+    scores, ids = version.search_vectors(query, 10, allowed_ids=small.ids)
+    assert ids.shape == scores.shape == (1, 10)  # k columns, padded
+    assert sorted(ids[0][ids[0] >= 0].tolist()) == sorted(small.ids.tolist())
+    assert (ids[0][small.rows :] == -1).all() and np.isneginf(scores[0][small.rows :]).all()
+    version.close()
