@@ -14,6 +14,7 @@ import numpy as np
 from .analysis import STEMMER, analyse
 from .bm25 import GlobalBM25
 from .postings import SegmentPostings
+from .segment import rows_of
 
 K1 = 1.5
 B = 0.75
@@ -56,19 +57,16 @@ class VersionKeyword:
         total = sum(weights.get(t, unseen) for t in terms)
         return float(min(best_score / total, 1.0)) if total > 0 else 0.0
 
-    def _rows(self, passage_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(version row, found) of each passage id."""
+    def _locate(self, passage_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(segment, row) of each passage id; segment -1 for an id no segment holds (ids are unique across a
+        version's segments)."""
         pids = np.asarray(passage_ids, dtype=np.int64)
+        segs = np.full(pids.shape, -1, dtype=np.int64)
         rows = np.zeros(pids.shape, dtype=np.int64)
-        found = np.zeros(pids.shape, dtype=bool)
         for s, ids in enumerate(self._ids):
-            if not len(ids) or not pids.size:
-                continue
-            pos = np.minimum(np.searchsorted(ids, pids), len(ids) - 1)
-            hit = (ids[pos] == pids) & ~found
-            rows[hit] = pos[hit] + self._offsets[s]
-            found |= hit
-        return rows, found
+            local, found = rows_of(ids, pids)
+            segs[found], rows[found] = s, local[found]
+        return segs, rows
 
     def _ids_of(self, segs: Sequence[int], rows: Sequence[int]) -> np.ndarray:
         return np.array([int(self._ids[s][r]) for s, r in zip(segs, rows, strict=True)], dtype=np.int64)
@@ -78,11 +76,7 @@ class VersionKeyword:
         so ``k`` come back whenever ``k`` allowed passages match at all)."""
         allowed = None
         if allowed_ids is not None:
-            pids = np.asarray(allowed_ids, dtype=np.int64)
-            allowed = []
-            for ids in self._ids:
-                pos = np.minimum(np.searchsorted(ids, pids), max(len(ids) - 1, 0))
-                allowed.append(pos[ids[pos] == pids] if len(ids) else np.zeros(0, dtype=np.int64))
+            allowed = [rows[found] for rows, found in (rows_of(ids, allowed_ids) for ids in self._ids)]
         best = self._bm25.top(analyse(query), k, allowed)
         if not best:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -91,7 +85,9 @@ class VersionKeyword:
 
     def scores_for(self, query: str, passage_ids: np.ndarray) -> np.ndarray:
         """The exact BM25 score of each passage id (0 for an id this version does not hold, or a deleted one)."""
-        rows, found = self._rows(passage_ids)
+        segs, local = self._locate(passage_ids)
+        found = segs >= 0
+        rows = local + self._offsets[np.maximum(segs, 0)]  # in the version's row space
         out = np.zeros(len(rows), dtype=np.float32)
         if not found.any():
             return out
@@ -103,16 +99,12 @@ class VersionKeyword:
     def articles_for(self, passage_ids: np.ndarray) -> np.ndarray:
         """The article key of each passage id (equal for one article's passages; see
         :func:`semsearch.index.segment.article_key`); an id this version does not hold gets a key of its own."""
-        pids = np.asarray(passage_ids, dtype=np.int64)
-        out = np.zeros(pids.shape, dtype=np.int64)
-        found = np.zeros(pids.shape, dtype=bool)
-        for ids, keys in zip(self._ids, self._keys, strict=True):
-            if not len(ids) or not pids.size:
-                continue
-            pos = np.minimum(np.searchsorted(ids, pids), len(ids) - 1)
-            hit = (ids[pos] == pids) & ~found
-            out[hit] = keys[pos[hit]]
-            found |= hit
+        segs, rows = self._locate(passage_ids)
+        out = np.zeros(segs.shape, dtype=np.int64)
+        for s, keys in enumerate(self._keys):
+            mine = segs == s
+            out[mine] = keys[rows[mine]]
+        found = segs >= 0
         if not found.all():
             # Negative numbers are keys too, but 2**63 of them: a collision with -1 - i is not a practical concern.
             out[~found] = -1 - np.flatnonzero(~found)

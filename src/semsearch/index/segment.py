@@ -316,6 +316,16 @@ def merge_segments(
 # ------------------------------------------------------------------------------------------------------- reading
 
 
+def rows_of(ids: np.ndarray, passage_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, found) of each passage id in a segment's ascending ``ids``; ``row`` is meaningless where ``found`` is
+    False."""
+    pids = np.asarray(passage_ids, dtype=np.int64)
+    if not len(ids) or not pids.size:
+        return np.zeros(pids.shape, dtype=np.int64), np.zeros(pids.shape, dtype=bool)
+    rows = np.minimum(np.searchsorted(ids, pids), len(ids) - 1)
+    return rows, ids[rows] == pids
+
+
 def _close_in(conn: sqlite3.Connection, pid: int) -> None:
     if os.getpid() == pid:  # never a connection a forked child inherited
         with contextlib.suppress(sqlite3.Error):
@@ -375,11 +385,7 @@ class Segment:
 
     def rows_of(self, passage_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, found) for each passage id; ``row`` is meaningless where ``found`` is False."""
-        pids = np.asarray(passage_ids, dtype=np.int64)
-        if not self.rows or not pids.size:
-            return np.zeros(pids.shape, dtype=np.int64), np.zeros(pids.shape, dtype=bool)
-        rows = np.minimum(np.searchsorted(self.ids, pids), self.rows - 1)
-        return rows, self.ids[rows] == pids
+        return rows_of(self.ids, passage_ids)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._db_lock:

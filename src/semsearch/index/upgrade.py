@@ -8,7 +8,6 @@ again, and the keyword postings are built from the stored embedded texts. The fo
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import sqlite3
 import time
@@ -28,8 +27,6 @@ from .manifest import FORMAT_VERSION, UPGRADABLE_FORMATS, read_manifest_data
 from .segment import Segment, SegmentWriter
 from .vectors import DEFAULT_ANN_MIN_ROWS
 from .writer import write_version
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
