@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -238,3 +241,22 @@ def test_upgrade_converts_a_format_1_index(runner: CliRunner, tmp_path: Path) ->
     assert json.loads(result.output)["from_format"] == 1
     result = runner.invoke(main, ["search", "who designed the bridge", "--index-dir", str(index_dir), "--json"])
     assert json.loads(result.output)["hits"][0]["article_id"] == "bridge.txt"
+
+
+@pytest.mark.parametrize("args", [["serve"], ["search", "anything"], ["index", "."], ["info"]])
+@pytest.mark.parametrize(
+    ("variable", "value", "accepts"),
+    [("SEMSEARCH_THREADS", "four", "an integer >= 1"), ("SEMSEARCH_PRECISION", "fp16", "one of auto, fp32, bf16"),
+     ("SEMSEARCH_AUTO_MERGE", "perhaps", "true or false (also 1/0, yes/no, on/off)")],
+)  # fmt: skip
+def test_a_bad_setting_is_one_line_naming_the_variable(args: list[str], variable: str, value: str, accepts: str,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """The real command in a new process (``serve`` included): the error comes before any model or index is
+    loaded."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEMSEARCH_")}
+    env.update({variable: value, "SEMSEARCH_INDEX_DIR": str(tmp_path / "index")})
+    run = subprocess.run([sys.executable, "-m", "semsearch.cli", *args], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"error: {variable}={value!r} is not valid: expected {accepts}" +
+                                       (" (empty: the default)" if variable == "SEMSEARCH_THREADS" else "")]  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -9,7 +12,9 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from .errors import InvalidRequestError
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -35,19 +40,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "semsearch"
 
 
+def _limits(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            choices: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """Field metadata read by :func:`_check`: the values a setting accepts beyond its type."""
+    return {"ge": ge, "gt": gt, "le": le, "choices": choices}
+
+
 @dataclass(frozen=True)
 class ChunkSettings:
     """How articles become passages. Recorded in the index manifest."""
 
-    min_chars: int = 120
+    min_chars: int = field(default=120, metadata=_limits(ge=0))
     """Paragraphs shorter than this are merged into a neighbour."""
-    max_tokens: int | None = None
+    max_tokens: int | None = field(default=None, metadata=_limits(ge=16))
     """Word-piece budget of one embedded passage (title included); None = the model's max_seq_length."""
     title_context: bool = True
     """Prefix the article title to the text that is embedded (not to the stored passage text)."""
     boilerplate_patterns: tuple[str, ...] = DEFAULT_BOILERPLATE
-    boilerplate_max_chars: int = 400
+    boilerplate_max_chars: int = field(default=400, metadata=_limits(ge=0))
     """A paragraph longer than this is never treated as boilerplate, whatever it matches."""
+
+    def __post_init__(self) -> None:
+        _check(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,18 +85,21 @@ class ChunkSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything semsearch can be configured with. Build one explicitly or with :meth:`from_env`."""
+    """Everything semsearch can be configured with. Build one explicitly or with :meth:`from_env`.
+
+    Every field is also the environment variable ``SEMSEARCH_<FIELD>`` (chunking: ``SEMSEARCH_CHUNK_<FIELD>``),
+    parsed by the field's type; a bad value is an error naming the variable and what it accepts."""
 
     index_dir: Path = Path("index")
     model: str | None = None
     """Embedding model name or path. None: the index's own model when searching, DEFAULT_MODEL when building."""
-    precision: str = "auto"
+    precision: str = field(default="auto", metadata=_limits(choices=PRECISIONS))
     """fp32, bf16, or auto: bf16 on CPUs with native bf16 when it stays within min_bf16_cosine of fp32."""
-    min_bf16_cosine: float = 0.99
-    batch_size: int = 32
-    threads: int | None = None
+    min_bf16_cosine: float = field(default=0.99, metadata=_limits(gt=0, le=1))
+    batch_size: int = field(default=32, metadata=_limits(ge=1))
+    threads: int | None = field(default=None, metadata=_limits(ge=1))
     """Intra-op threads for the model; None: PyTorch's default (the number of cores)."""
-    query_backend: str = "auto"
+    query_backend: str = field(default="auto", metadata=_limits(choices=QUERY_BACKENDS))
     """How queries are embedded: ``onnx-int8``/``onnx-fp32`` (ONNX Runtime on the request thread, see
     semsearch.models.onnx_query), ``torch`` (the model thread), or ``auto``: the fastest ONNX variant that is installed
     and measured faithful to PyTorch at load, else torch."""
@@ -93,43 +110,42 @@ class Settings:
     """Let sentence-transformers fetch a model from a hub. Off: only local paths and cached/bundled models."""
     chunking: ChunkSettings = field(default_factory=ChunkSettings)
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
-    keep_versions: int = 3
+    keep_versions: int = field(default=3, metadata=_limits(ge=1))
     """Published index versions kept on disk (for rollback)."""
     auto_merge: bool = True
     """After an update, merge segments as the tiered policy asks (:mod:`semsearch.index.merge`); off: only
     ``semsearch optimize`` merges."""
-    merge_factor: int = 10
+    merge_factor: int = field(default=10, metadata=_limits(ge=2))
     """Segments per tier before they are merged into one (Lucene's default)."""
-    ann_min_rows: int = 10_000
+    ann_min_rows: int = field(default=10_000, metadata=_limits(ge=1))
     """Segments with at least this many passages get an ANN vector index (IVF-SQ8, exact re-rank); smaller ones
     are searched exactly (:mod:`semsearch.index.vectors`)."""
     progress: bool = False
     """Show progress bars on long runs (the CLI turns this on for terminals)."""
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    """Bearer token of the admin endpoints (``POST /admin/reload``); None: they do not exist."""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """Bearer keys the search endpoints accept (comma-separated in the environment); empty: no key needed."""
+    rate_limit: float | None = field(default=None, metadata=_limits(gt=0))
+    """Requests per second one client may make to the search endpoints, across all workers (a client is its API
+    key, else its address); over it: 429 with Retry-After. None: no limit."""
+    rate_burst: int | None = field(default=None, metadata=_limits(ge=1))
+    """Requests a client may make at once before ``rate_limit`` applies; None: twice the rate (at least 1)."""
     cors_origins: tuple[str, ...] = ()
-    reload_check_seconds: float = 1.0
+    reload_check_seconds: float = field(default=1.0, metadata=_limits(ge=0))
     """How often a server checks the index directory for a newly published version."""
-    max_body_bytes: int = 256 * 1024
+    max_body_bytes: int = field(default=2 * 1024 * 1024, metadata=_limits(ge=1024))
+    """Largest request body. The default holds the largest request the API describes (a batch of 64 queries of
+    2,000 characters, JSON-escaped)."""
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InvalidRequestError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.query_backend not in QUERY_BACKENDS:
-            raise InvalidRequestError(
-                f"query_backend must be one of {', '.join(QUERY_BACKENDS)}, not {self.query_backend!r}"
-            )
-        if self.batch_size < 1:
-            raise InvalidRequestError("batch_size must be at least 1")
-        if self.merge_factor < 2:
-            raise InvalidRequestError("merge_factor must be at least 2")
-        if self.ann_min_rows < 1:
-            raise InvalidRequestError("ann_min_rows must be at least 1")
-        if self.keep_versions < 1:
-            raise InvalidRequestError("keep_versions must be at least 1")
         if not isinstance(self.index_dir, Path):
             object.__setattr__(self, "index_dir", Path(self.index_dir))
         if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        if any(not key.strip() for key in self.api_keys):
+            raise ConfigError("api_keys must not contain an empty key")
+        _check(self)
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (None values are ignored, so CLI options can be passed through)."""
@@ -139,46 +155,84 @@ class Settings:
     def from_env(cls, prefix: str = "SEMSEARCH_", environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``SEMSEARCH_INDEX_DIR``, ``SEMSEARCH_MODEL``, ``SEMSEARCH_PRECISION`` ... (one per field)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        hints = get_type_hints(cls)
-        for f in fields(cls):
-            raw = env.get(prefix + f.name.upper())
-            if raw is None or f.name == "chunking":
-                continue
+        known: set[str] = set()
+        chunk_values = _values_from_env(ChunkSettings, prefix + "CHUNK_", env, known)
+        values = _values_from_env(cls, prefix, env, known, skip={"chunking"})
+        _warn_unknown(prefix, env, known)
+        try:
+            if chunk_values:
+                values["chunking"] = ChunkSettings(**chunk_values)
+            return cls(**values)
+        except _Rejected as exc:
+            variable = prefix + ("CHUNK_" if exc.owner is ChunkSettings else "") + exc.name.upper()
+            raise ConfigError(f"{variable}={env[variable]!r} is not valid: expected {exc.accepts}") from None
+
+
+class _Rejected(ConfigError):
+    """A field value outside what the field accepts (raised by :func:`_check`)."""
+
+    def __init__(self, owner: type, name: str, value: Any, accepts: str) -> None:
+        super().__init__(f"{name}={value!r} is not valid: expected {accepts}")
+        self.owner, self.name, self.accepts = owner, name, accepts
+
+
+def _values_from_env(
+    cls: type, prefix: str, env: Mapping[str, str], known: set[str], skip: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        variable = prefix + f.name.upper()
+        known.add(variable)
+        raw = env.get(variable)
+        if raw is None or f.name in skip:
+            continue
+        try:
             values[f.name] = _parse(f.name, hints[f.name], raw)
-        chunk_hints = get_type_hints(ChunkSettings)
-        chunk_values: dict[str, Any] = {}
-        for f in fields(ChunkSettings):
-            raw = env.get(prefix + "CHUNK_" + f.name.upper())
-            if raw is not None:
-                chunk_values[f.name] = _parse(f.name, chunk_hints[f.name], raw)
-        if chunk_values:
-            values["chunking"] = ChunkSettings(**chunk_values)
-        return cls(**values)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r} is not valid: expected {_accepts(f, hints[f.name])}") from None
+    return values
+
+
+def _warn_unknown(prefix: str, env: Mapping[str, str], known: set[str]) -> None:
+    """A misspelt variable would otherwise be ignored without a word."""
+    for name in sorted(n for n in env if n.startswith(prefix) and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("ignoring %s: semsearch has no such setting%s", name, hint)
+
+
+def _optional(annotation: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, else ``(annotation, False)``."""
+    if get_origin(annotation) in (Union, UnionType):
+        (kind,) = [a for a in get_args(annotation) if a is not type(None)]
+        return kind, True
+    return annotation, False
 
 
 def _parse(name: str, annotation: Any, raw: str) -> Any:
     """``raw`` converted to the field's declared type (``int``, ``float``, ``bool``, ``Path``, ``str``,
-    ``tuple[str, ...]``, or one of them ``| None``, where an empty value means None)."""
-    kind = annotation
-    if get_origin(annotation) in (Union, UnionType):  # X | None
-        (kind,) = [a for a in get_args(annotation) if a is not type(None)]
-        if not raw.strip():
-            return None
-    try:
-        if kind is bool:
-            return _parse_bool(raw)
-        if kind in (int, float):
-            return kind(raw)
-        if kind is Path:
-            return Path(raw)
-        if get_origin(kind) is tuple:
-            sep = "\n" if name == "boilerplate_patterns" else ","  # regular expressions may contain commas
-            return tuple(p.strip() for p in raw.split(sep) if p.strip())
-        if kind is str:
-            return raw
-    except ValueError as exc:
-        raise InvalidRequestError(f"invalid value for setting {name}: {raw!r}") from exc
+    ``tuple[str, ...]``, or one of them ``| None``, where an empty value means None). ValueError when it is not
+    one."""
+    kind, optional = _optional(annotation)
+    if optional and not raw.strip():
+        return None
+    if kind is bool:
+        return _parse_bool(raw)
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+        return value
+    if kind is Path:
+        return Path(raw)
+    if get_origin(kind) is tuple:
+        sep = "\n" if name == "boilerplate_patterns" else ","  # regular expressions may contain commas
+        return tuple(p.strip() for p in raw.split(sep) if p.strip())
+    if kind is str:
+        return raw
     raise TypeError(f"setting {name} has a type the environment cannot express: {annotation!r}")
 
 
@@ -189,3 +243,54 @@ def _parse_bool(raw: str) -> bool:
     if low in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(raw)
+
+
+_KIND_NAMES = {bool: "true or false (also 1/0, yes/no, on/off)", int: "an integer", float: "a number",
+               Path: "a path", str: "a string"}  # fmt: skip
+
+
+def _accepts(f: Any, annotation: Any) -> str:
+    """What a field accepts, in words, for error messages."""
+    kind, optional = _optional(annotation)
+    limits = f.metadata or {}
+    if limits.get("choices"):
+        text = "one of " + ", ".join(limits["choices"])
+    elif get_origin(kind) is tuple:
+        text = "a list separated by " + ("newlines" if f.name == "boilerplate_patterns" else "commas")
+    else:
+        text = _KIND_NAMES.get(kind, str(kind))
+        bounds = [f"{op} {limits[key]:g}" for key, op in (("ge", ">="), ("gt", ">"), ("le", "<=")) if
+                  limits.get(key) is not None]  # fmt: skip
+        if bounds:
+            text += " " + " and ".join(bounds)
+    return text + (" (empty: the default)" if optional else "")
+
+
+def _check(obj: Any) -> None:
+    """Each field's value is one its type and limits accept (settings built in code are checked as those read from
+    the environment are)."""
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        limits = f.metadata
+        if not limits or value is None:
+            continue
+        kind, _ = _optional(hints[f.name])
+        ok = True
+        if limits["choices"]:
+            ok = value in limits["choices"]
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (kind is int and not isinstance(value, int))
+        ):
+            ok = False
+        else:
+            ok = (
+                (limits["ge"] is None or value >= limits["ge"])
+                and (limits["gt"] is None or value > limits["gt"])
+                and (limits["le"] is None or value <= limits["le"])
+                and math.isfinite(value)
+            )
+        if not ok:
+            raise _Rejected(type(obj), f.name, value, _accepts(f, hints[f.name]))

@@ -24,6 +24,12 @@ class InvalidRequestError(SemsearchError):
     http_status = 400
 
 
+class ConfigError(InvalidRequestError):
+    """A setting has a value it does not accept (the message names the setting and what it accepts)."""
+
+    code = "invalid_setting"
+
+
 class NotFoundError(SemsearchError):
     code = "not_found"
     http_status = 404
@@ -48,6 +54,13 @@ class IndexMismatchError(SemsearchError):
 
     code = "index_mismatch"
     http_status = 409
+
+
+class IndexWriteError(SemsearchError):
+    """The index could not be written (the disk or quota is full); the published version is left as it was."""
+
+    code = "index_write_failed"
+    http_status = 507
 
 
 class IndexLockedError(SemsearchError):

@@ -8,6 +8,7 @@ import pytest
 
 from semsearch import Article, Index, Searcher, Settings, build_index
 from semsearch.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from semsearch.index.integrity import seal_json
 from semsearch.index.layout import IndexLayout, atomic_write_text
 from semsearch.index.manifest import FORMAT_VERSION
 from semsearch.index.reader import IndexVersion
@@ -75,7 +76,7 @@ def test_unknown_format_version_is_refused(built_index, settings: Settings, fake
     path = IndexLayout(settings.index_dir).current_path()
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["format_version"] = 99
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "manifest.json").write_text(json.dumps(seal_json(manifest)))  # resealed: a deliberate edit, not damage
     with pytest.raises(IndexCorruptError, match="format version 99"):
         Searcher.open(settings.index_dir, settings, embedder=fake_embedder)
 
@@ -192,7 +193,7 @@ def test_a_vector_file_that_disagrees_with_the_manifest_is_refused(built_index, 
     path = IndexLayout(settings.index_dir).current_path() / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest[field] += 1  # only this one disagrees
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(seal_json(manifest)))  # resealed: a deliberate edit, not damage
     with pytest.raises(IndexCorruptError, match="vectors of dimension"):
         IndexVersion(path.parent)  # refused, whichever of the two disagrees
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DEFAULT_MODEL, Settings
-from ..errors import InvalidRequestError
+from ..errors import IndexWriteError, InvalidRequestError, SourceError
 from ..ingest.articles import Article, LoadReport, SkippedSource, load_articles
 from ..ingest.chunking import chunk_article, embed_hash
 from ..models.embedding import Embedder, load_embedder, resolve_model
@@ -122,11 +122,15 @@ def reindex(
     """Bring the index in line with ``sources``: add new articles, update changed ones, remove vanished ones.
 
     ``full=True`` rebuilds from scratch; ``dry_run=True`` computes the plan and writes nothing. Raises
-    :class:`~semsearch.errors.IndexLockedError` if another writer is running (unless ``wait_for_lock``).
+    :class:`~semsearch.errors.IndexLockedError` if another writer is running (unless ``wait_for_lock``), and
+    :class:`~semsearch.errors.SourceError` when files were found but none could be read: the index is then left
+    as it is (an empty directory, by contrast, empties the index).
     """
     settings = settings or Settings()
     started = time.perf_counter()
     loaded = load_articles(sources, exclude=settings.exclude)
+    if loaded.skipped and not loaded.articles:
+        raise SourceError(_nothing_read(loaded.skipped))
     target = index_dir if index_dir is not None else settings.index_dir
     return apply_articles(
         loaded, target, settings, embedder=embedder, full=full, dry_run=dry_run, wait_for_lock=wait_for_lock,
@@ -166,11 +170,17 @@ def apply_articles(
     """
     started = time.perf_counter() if started is None else started
     layout = IndexLayout(index_dir)
-    report = _apply(
-        loaded, layout, settings, embedder, full, dry_run, remove_missing, delete_ids, wait_for_lock, started
-    )
+    with layout.writing("writing a new version"):
+        report = _apply(
+            loaded, layout, settings, embedder, full, dry_run, remove_missing, delete_ids, wait_for_lock, started
+        )
     if report.published and settings.auto_merge:
-        merges = tuple(maybe_merge(layout.root, settings))
+        try:
+            merges = tuple(maybe_merge(layout.root, settings))
+        except IndexWriteError as exc:  # the update is published; only the merge waits for space
+            log.warning("%s", exc.message)
+            merges = ()
+            report = replace(report, warnings=(*report.warnings, f"segments not merged: {exc.message}"))
         if merges:
             report = replace(
                 report, merges=merges, version_id=layout.current_version(), seconds=time.perf_counter() - started
@@ -286,13 +296,16 @@ def _apply(
                     "keyword": keyword_record(),
                 }
             )
+            layout.publish(manifest.version_id)
         except BaseException:
+            # Half-written staging, and a segment or version written but never published (a full disk while
+            # writing the version or the pointer), go now rather than at the next run.
             writer.abort()
+            layout.discard_unpublished(writer.version_id)
             raise
         finally:
             if base is not None:
                 base.close()
-        layout.publish(manifest.version_id)
         for pruned in layout.prune(settings.keep_versions):
             log.info("pruned old index version %s", pruned)
         return report(
@@ -389,6 +402,15 @@ def _open_current(layout: IndexLayout, full: bool) -> IndexVersion | None:
             raise
         log.warning("full rebuild over an index in an older format: every passage is embedded again")
         return None
+
+
+def _nothing_read(skipped: Sequence[SkippedSource], shown: int = 3) -> str:
+    # Every skip is logged too: the error is one line, and the user needs each reason to fix the sources.
+    for skip in skipped:
+        log.warning("skipped %s: %s", skip.location, skip.reason)
+    reasons = "; ".join(f"{s.location}: {s.reason}" for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"no article could be read ({len(skipped)} skipped: {reasons}{more}); the index was left unchanged"
 
 
 def _model_id(settings: Settings, base: IndexVersion | None) -> str:

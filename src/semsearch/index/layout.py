@@ -27,17 +27,25 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import IndexCorruptError, IndexLockedError, IndexNotFoundError
+from ..errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, IndexWriteError
+
+log = logging.getLogger(__name__)
 
 _HISTORY_LINES = 1000
+_VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 MANIFEST = "manifest.json"
 DELETED = "deleted.npy"
 
@@ -73,12 +81,36 @@ def fsync_tree(path: Path, *, recursive: bool = True) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory, fsync, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a stray file beside the pointer
+        raise
     fsync_dir(path.parent)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or quota, as the OS, SQLite or faiss report it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(current, sqlite3.Error) and getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if isinstance(current, (RuntimeError, OSError)) and (
+            "No space left on device" in str(current) or "Disk quota exceeded" in str(current)
+        ):
+            return True  # faiss's writer reports errno only in its message
+        if isinstance(current, OSError) and current.errno is None and _SHORT_WRITE.search(str(current)):
+            return True  # numpy's tofile reports a short write ("N requested and M written") without errno
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class IndexLayout:
@@ -94,11 +126,26 @@ class IndexLayout:
         self.history_file = self.root / "HISTORY"
 
     def current_version(self) -> str | None:
+        """The published version id; None when nothing was ever published. :class:`IndexCorruptError` when
+        ``CURRENT`` exists but does not hold a version id (it is replaced atomically, so that is damage)."""
         try:
-            value = self.current_file.read_text(encoding="utf-8").strip()
+            raw = self.current_file.read_bytes()
         except FileNotFoundError:
             return None
-        return value or None
+        except OSError as exc:
+            raise IndexCorruptError(f"cannot read {self.current_file}: {exc}") from exc
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            value = None
+        if not value or not _VERSION_ID.fullmatch(value):
+            history = self.history()
+            hint = f"; the last version published was {history[-1]}" if history else ""
+            raise IndexCorruptError(
+                f"{self.current_file} is damaged ({len(raw)} bytes, no version id): write the id of a version in "
+                f"{self.versions_dir} into it{hint}"
+            )
+        return value
 
     def version_path(self, version_id: str) -> Path:
         return self.versions_dir / version_id
@@ -126,7 +173,7 @@ class IndexLayout:
     def history(self) -> list[str]:
         """Published version ids, oldest first (a version appears again when rolled back to)."""
         try:
-            lines = self.history_file.read_text(encoding="utf-8").splitlines()
+            lines = self.history_file.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             return []
         return [line.split()[-1] for line in lines if line.strip()]
@@ -140,7 +187,11 @@ class IndexLayout:
         atomic_write_text(self.current_file, version_id + "\n")
         entries = self.history_file.read_text(encoding="utf-8").splitlines() if self.history_file.exists() else []
         entries.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {action} {version_id}")
-        atomic_write_text(self.history_file, "\n".join(entries[-_HISTORY_LINES:]) + "\n")
+        try:
+            atomic_write_text(self.history_file, "\n".join(entries[-_HISTORY_LINES:]) + "\n")
+        except OSError as exc:
+            # The version is published already; failing now would report a publish that happened as failed.
+            log.warning("published %s but could not record it in %s: %s", version_id, self.history_file, exc)
 
     def content_of(self, version_id: str) -> str:
         """The version whose content ``version_id`` holds: itself, or for a version a merge published (same
@@ -226,6 +277,38 @@ class IndexLayout:
             return []
         return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir())
 
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Turn a full disk met by a writer into :class:`IndexWriteError` naming the index directory; the caller
+        has removed what it half wrote (the published version is never written in place)."""
+        try:
+            yield
+        except IndexWriteError:
+            raise
+        except Exception as exc:
+            if not out_of_space(exc):
+                raise
+            try:
+                current = self.current_version()
+            except IndexCorruptError:
+                current = None
+            kept = f"; the published version {current} is unchanged" if current else ""
+            raise IndexWriteError(
+                f"cannot write index {self.root}: no space left on device while {what}{kept}; free space and run again"
+            ) from exc
+
+    def discard_unpublished(self, version_id: str) -> None:
+        """Remove a version that was written but not published, and the segments only it named. Call with the
+        writer lock held."""
+        try:
+            if self.current_version() == version_id:
+                return  # published after all (the failure came later)
+        except IndexCorruptError:
+            return  # cannot tell: leave it to the next writer's prune
+        shutil.rmtree(self.version_path(version_id), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.prune_segments()
+
     def clean_staging(self) -> list[str]:
         """Remove what a crashed writer or merge left half-written. Entries are grouped by their name's stem (a
         claim's directory, ``.lock``, ``.pins`` and temporary files share it); a group whose ``<stem>.lock`` is
@@ -309,8 +392,9 @@ class IndexLayout:
                             f"index {self.root} is being written by {holder}; try again when it finishes"
                         ) from None
                     time.sleep(0.1)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+            with contextlib.suppress(OSError):  # who holds the lock is for messages only (and needs a block)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
             yield
         finally:
             with contextlib.suppress(OSError):

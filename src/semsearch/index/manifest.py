@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexCorruptError
+from .integrity import is_sealed
 from .layout import MANIFEST
 
 FORMAT_VERSION = 2
@@ -74,15 +75,19 @@ class IndexManifest:
 
 
 def read_manifest_data(version_path: Path) -> dict[str, Any]:
-    """The raw JSON of a version's manifest (any format)."""
+    """The raw JSON of a version's manifest (any format), its checksum verified when it has one (see
+    :mod:`semsearch.index.integrity`; ``files`` then lists the version's other files)."""
     try:
         data = json.loads((version_path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise IndexCorruptError(f"{version_path} has no {MANIFEST}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{version_path / MANIFEST} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise IndexCorruptError(f"cannot read {version_path / MANIFEST}: {exc}") from exc
     if not isinstance(data, dict):
         raise IndexCorruptError(f"{version_path / MANIFEST} is not a JSON object")
+    is_sealed(data, version_path / MANIFEST)  # before the format check: a damaged digit is damage, not a format
     return data
 
 

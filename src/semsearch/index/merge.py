@@ -30,7 +30,7 @@ from typing import Any
 
 from ..config import Settings
 from .layout import IndexLayout, new_version_id
-from .reader import IndexVersion
+from .reader import IndexVersion, open_current
 from .segment import Segment, install_segment, merge_segments
 from .writer import write_version
 
@@ -102,18 +102,40 @@ def _segment_counts(version: IndexVersion) -> list[tuple[str, int, int]]:
 
 
 def merge(
-    index_dir: str | Path, segment_ids: Sequence[str] | None, settings: Settings, *, reason: str = "merge"
+    index_dir: str | Path,
+    segment_ids: Sequence[str] | None,
+    settings: Settings,
+    *,
+    reason: str = "merge",
+    planned_on: str | None = None,
 ) -> MergeReport:
     """Merge ``segment_ids`` of the current version (None: all of them) into one segment and publish the result.
 
     Runs outside the writer lock until it publishes, so writers go on meanwhile. Abandoned (``version_id`` None)
-    when the current version no longer holds every merged segment by then (a full rebuild or a rollback)."""
+    when the current version no longer holds every merged segment by then (a full rebuild or a rollback), or
+    already when it starts if the segments were chosen from version ``planned_on`` and another merge took them
+    since."""
     started = time.perf_counter()
     layout = IndexLayout(index_dir)
-    base = IndexVersion(layout.current_path())
+    with layout.writing("merging segments"):
+        return _merge(layout, segment_ids, settings, reason, planned_on, started)
+
+
+def _merge(
+    layout: IndexLayout,
+    segment_ids: Sequence[str] | None,
+    settings: Settings,
+    reason: str,
+    planned_on: str | None,
+    started: float,
+) -> MergeReport:
+    base = open_current(layout)
     try:
         wanted = list(base.manifest.segments if segment_ids is None else segment_ids)
         missing = set(wanted) - set(base.manifest.segments)
+        if missing and planned_on is not None and planned_on != base.version_id:
+            return MergeReport(None, tuple(wanted), None, 0, 0, time.perf_counter() - started,
+                               "the current version changed under the merge")  # fmt: skip
         if missing:
             raise ValueError(f"segments not in the current version: {sorted(missing)}")
         segment_id = new_version_id()
@@ -128,6 +150,7 @@ def merge(
                 info = merge_segments(parts, staging, segment_id, ann_min_rows=settings.ann_min_rows)
             with layout.writer_lock(wait=True):
                 current = IndexVersion(layout.current_path(), segments=by_id)
+                version_id = new_version_id()
                 try:
                     if not set(wanted) <= set(current.manifest.segments):
                         return MergeReport(None, tuple(wanted), None, 0, 0, time.perf_counter() - started,
@@ -144,7 +167,7 @@ def merge(
                     m = current.manifest
                     manifest = write_version(
                         layout,
-                        new_version_id(),
+                        version_id,
                         segments,
                         current.deleted_ids,  # ids the merge dropped are in no segment now, and are left out
                         {
@@ -169,6 +192,9 @@ def merge(
                     layout.publish(manifest.version_id, action="merge")
                     layout.unpin(f"merge-{segment_id}")
                     layout.prune(settings.keep_versions)
+                except BaseException:
+                    layout.discard_unpublished(version_id)  # and the merged segment, if it was installed
+                    raise
                 finally:
                     current.close()
             return MergeReport(
@@ -187,14 +213,14 @@ def maybe_merge(index_dir: str | Path, settings: Settings, *, limit: int = 100) 
     for _ in range(limit):
         if layout.current_version() is None:
             break
-        version = IndexVersion(layout.current_path())
+        version = open_current(layout)
         try:
             wanted = plan_merge(_segment_counts(version), settings.merge_factor)
         finally:
             version.close()
         if not wanted:
             break
-        report = merge(index_dir, wanted, settings, reason="tiered")
+        report = merge(index_dir, wanted, settings, reason="tiered", planned_on=version.version_id)
         done.append(report)
         log.info("merged %d segments into %s in %.2f s", len(wanted), report.segment_id, report.seconds)
         if report.version_id is None:
@@ -206,7 +232,7 @@ def optimize(index_dir: str | Path, settings: Settings) -> MergeReport | None:
     """Merge every segment of the current version into one, dropping deleted passages for good. None when there
     is nothing to do (one segment and no deletions)."""
     layout = IndexLayout(index_dir)
-    version = IndexVersion(layout.current_path())
+    version = open_current(layout)
     try:
         if len(version.segments) <= 1 and not version.manifest.deleted:
             return None

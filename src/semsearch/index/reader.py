@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexCorruptError
+from ..errors import IndexCorruptError, SemsearchError
 from ..ingest.articles import Article
+from .integrity import FILES, verify_files
 from .keyword import VersionKeyword
-from .layout import DELETED
-from .manifest import read_manifest
+from .layout import DELETED, MANIFEST, IndexLayout
+from .manifest import IndexManifest, read_manifest_data
 from .segment import Segment
 
 log = logging.getLogger(__name__)
@@ -106,27 +108,41 @@ class IndexVersion:
 
     def __init__(self, path: Path, segments: dict[str, Segment] | None = None) -> None:
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        root = self.path.parent.parent
-        reuse = segments or {}
-        self.segments: list[Segment] = []
         self._owned: list[Segment] = []
         try:
-            for segment_id in self.manifest.segments:
-                if segment_id in reuse:
-                    self.segments.append(reuse[segment_id])
-                    continue
-                segment = Segment(root / "segments" / segment_id)
-                self.segments.append(segment)
-                self._owned.append(segment)
-            deleted_path = self.path / DELETED
-            try:
-                self.deleted_ids = np.load(deleted_path, allow_pickle=False).astype(np.int64, copy=False)
-            except (OSError, ValueError) as exc:
-                raise IndexCorruptError(f"cannot read {deleted_path}: {exc}") from exc
+            self._open(segments or {})
+        except SemsearchError:
+            self.close()
+            raise
+        except (OSError, ValueError, EOFError, KeyError, TypeError, IndexError, RuntimeError, sqlite3.Error) as exc:
+            # What the checks above did not foresee is still a damaged index, never a crash of the caller.
+            self.close()
+            raise IndexCorruptError(f"cannot open index version {self.path}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             self.close()
             raise
+        self._keyword: VersionKeyword | None = None
+        self._keyword_lock = threading.Lock()
+
+    def _open(self, reuse: dict[str, Segment]) -> None:
+        data = read_manifest_data(self.path)
+        self.manifest = IndexManifest.from_dict(data, self.path)
+        root = self.path.parent.parent
+        self.segments: list[Segment] = []
+        for segment_id in self.manifest.segments:
+            if segment_id in reuse:
+                self.segments.append(reuse[segment_id])  # verified when it was first opened
+                continue
+            segment = Segment(root / "segments" / segment_id)
+            self.segments.append(segment)
+            self._owned.append(segment)
+        if FILES in data:
+            verify_files(self.path, data[FILES], self.path / MANIFEST)
+        deleted_path = self.path / DELETED
+        try:
+            self.deleted_ids = np.load(deleted_path, allow_pickle=False).astype(np.int64, copy=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise IndexCorruptError(f"cannot read {deleted_path}: {exc}") from exc
         if self.deleted_ids.ndim != 1 or len(self.deleted_ids) != self.manifest.deleted:
             raise IndexCorruptError(f"{deleted_path} disagrees with the manifest's {self.manifest.deleted} deletions")
         self.masks: list[np.ndarray | None] = []
@@ -155,8 +171,6 @@ class IndexVersion:
                 f"{self.path}: the segments hold {live} live vectors of dimension {self.manifest.dim}, "
                 f"manifest says {self.manifest.passages} passages"
             )
-        self._keyword: VersionKeyword | None = None
-        self._keyword_lock = threading.Lock()
 
     @property
     def version_id(self) -> str:
@@ -193,9 +207,14 @@ class IndexVersion:
     def warm(self) -> None:
         """Load what every search touches (the keyword statistics; every vector page, by reading them), so the
         first query on this version pays no loading. Raises :class:`IndexCorruptError` for an unreadable part."""
-        self.keyword.warm()
-        for segment in self.segments:
-            segment.vectors.warm()
+        try:
+            self.keyword.warm()
+            for segment in self.segments:
+                segment.vectors.warm()
+        except SemsearchError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, IndexError, RuntimeError) as exc:
+            raise IndexCorruptError(f"cannot read index version {self.path}: {type(exc).__name__}: {exc}") from exc
 
     # -- vectors -------------------------------------------------------------------------------------
 
@@ -375,3 +394,17 @@ class IndexVersion:
             "deleted": int(self.manifest.deleted),
             "dense_recall_at_10": min((r for r, _ in recalls), default=1.0),
         }
+
+
+def open_current(layout: IndexLayout) -> IndexVersion:
+    """Open the published version. Without the writer lock, a merge may publish and prune the version being
+    opened (a merge keeps only the newest version of a content): that is retried on the new current version,
+    not reported as damage."""
+    while True:
+        version_id = layout.current_version()
+        try:
+            return IndexVersion(layout.current_path())
+        except IndexCorruptError:
+            if layout.current_version() == version_id:
+                raise
+            log.info("index version %s was replaced while it was being opened; opening the new one", version_id)

@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import IndexCorruptError
 from ..ingest.articles import Article, normalise_date
 from ..ingest.chunking import Passage, embed_hash
+from .integrity import FILES, file_records, is_sealed, seal_json, verify_files
 from .layout import IndexLayout, fsync_tree, new_version_id
 from .postings import SegmentPostings, merge_postings, write_postings
 from .vectors import DEFAULT_ANN_MIN_ROWS, SegmentVectors, write_vectors
@@ -237,7 +238,11 @@ def _seal_segment(staging: Path, segment_id: str, info: dict[str, Any], started:
         build_seconds=round(time.perf_counter() - started, 3),
     )
     del ids
-    (staging / SEGMENT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    names = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file() and p.name != SEGMENT_FILE]
+    info[FILES] = file_records(staging, names)
+    sealed = seal_json(info)
+    (staging / SEGMENT_FILE).write_text(json.dumps(sealed, indent=2) + "\n", encoding="utf-8")
+    info.update(sealed)
     fsync_tree(staging)
 
 
@@ -332,32 +337,68 @@ def _close_in(conn: sqlite3.Connection, pid: int) -> None:
             conn.close()
 
 
+def _check_sqlite_header(path: Path) -> None:
+    """The cheap checks of a metadata database (its checksum is in ``segment.json`` for segments that have one):
+    it exists, starts with SQLite's header, and is as long as its header says."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+            size = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        raise IndexCorruptError(f"{path} is missing") from None
+    except OSError as exc:
+        raise IndexCorruptError(f"cannot read {path}: {exc}") from exc
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise IndexCorruptError(f"{path} is damaged: not an SQLite database ({size} bytes)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count in the header is valid when its "version valid for" matches the change counter.
+    if header[92:96] == header[24:28] and pages * page_size != size:
+        raise IndexCorruptError(f"{path} is damaged: {size} bytes where its header says {pages * page_size}")
+
+
 class Segment:
     """A published segment opened for reading. Everything large is memory-mapped read-only (shared by server
     workers through the page cache); the metadata database is opened per process on first use."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        info_path = self.path / SEGMENT_FILE
         try:
-            self.info: dict[str, Any] = json.loads((self.path / SEGMENT_FILE).read_text(encoding="utf-8"))
+            self.info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise IndexCorruptError(f"segment {self.path} is missing") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexCorruptError(f"{self.path / SEGMENT_FILE} is not valid JSON: {exc}") from exc
+            raise IndexCorruptError(f"{info_path} is not valid JSON: {exc}") from exc
+        except OSError as exc:
+            raise IndexCorruptError(f"cannot read {info_path}: {exc}") from exc
+        if not isinstance(self.info, dict):
+            raise IndexCorruptError(f"{info_path} is not a JSON object")
+        # Before any file is parsed: a damaged file must not reach numpy, faiss or SQLite.
+        if is_sealed(self.info, info_path):
+            verify_files(self.path, self.info[FILES], info_path)
         if self.info.get("format") != SEGMENT_FORMAT:
             raise IndexCorruptError(f"{self.path}: unknown segment format {self.info.get('format')!r}")
-        self.segment_id: str = self.info["segment_id"]
-        self.rows: int = int(self.info["rows"])
-        self.min_id: int = int(self.info["min_id"])
-        self.max_id: int = int(self.info["max_id"])
+        try:
+            self.segment_id: str = str(self.info["segment_id"])
+            self.rows: int = int(self.info["rows"])
+            self.min_id: int = int(self.info["min_id"])
+            self.max_id: int = int(self.info["max_id"])
+            vectors_info = dict(self.info["vectors"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptError(f"{info_path} is damaged: bad or missing {exc}") from exc
+        if self.segment_id != self.path.name:
+            raise IndexCorruptError(f"{info_path} describes segment {self.segment_id!r}, not {self.path.name!r}")
         try:
             self.ids = np.asarray(np.load(self.path / IDS_FILE, mmap_mode="r", allow_pickle=False))
             self.article_keys = np.asarray(np.load(self.path / KEYS_FILE, mmap_mode="r", allow_pickle=False))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise IndexCorruptError(f"cannot read {self.path}: {exc}") from exc
         if self.ids.shape != (self.rows,) or self.article_keys.shape != (self.rows,):
             raise IndexCorruptError(f"{self.path}: ids or article keys disagree with {SEGMENT_FILE}")
-        self.vectors = SegmentVectors(self.path, self.info["vectors"])
+        _check_sqlite_header(self.path / META_DB)
+        self.vectors = SegmentVectors(self.path, vectors_info)
         if self.vectors.rows != self.rows:
             raise IndexCorruptError(
                 f"{self.path} holds {self.vectors.rows} vectors of dimension {self.vectors.dim}, "
@@ -367,15 +408,13 @@ class Segment:
         self._db_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
-        if not (self.path / META_DB).is_file():
-            raise IndexCorruptError(f"{self.path / META_DB} is missing")
 
     @property
     def postings(self) -> SegmentPostings:
         if self._postings is None:
             try:
                 self._postings = SegmentPostings(self.path / POSTINGS_DIR)
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
                 raise IndexCorruptError(f"cannot read {self.path / POSTINGS_DIR}: {exc}") from exc
             if self._postings.n_docs != self.rows:
                 raise IndexCorruptError(
@@ -396,7 +435,12 @@ class Segment:
                 # which in a server worker may not run for a long time: close it as soon as the segment is
                 # dropped, so a replaced segment's file is not held open.
                 weakref.finalize(self, _close_in, self._conn, self._pid)
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.ProgrammingError:
+                raise  # a bug in the caller's SQL, not the file
+            except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
+                raise IndexCorruptError(f"{self.path / META_DB} is damaged: {exc}") from exc
 
     def close(self) -> None:
         with self._db_lock:

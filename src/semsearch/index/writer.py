@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ingest.articles import Article
 from ..ingest.chunking import Passage
+from .integrity import FILES, file_records, seal_json
 from .layout import DELETED, MANIFEST, IndexLayout, fsync_tree, new_version_id
 from .manifest import FORMAT_VERSION, IndexManifest
 from .reader import IndexVersion
@@ -62,7 +63,8 @@ def write_version(
     staging.mkdir(parents=True)
     try:
         np.save(staging / DELETED, deleted, allow_pickle=False)
-        (staging / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+        data = seal_json({**manifest.to_dict(), FILES: file_records(staging, [DELETED])})
+        (staging / MANIFEST).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         fsync_tree(staging)
         layout.versions_dir.mkdir(parents=True, exist_ok=True)
         os.rename(staging, layout.version_path(version_id))

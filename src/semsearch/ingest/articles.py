@@ -6,26 +6,39 @@ Bad files and rows are reported as :class:`SkippedSource` and never stop the res
 from __future__ import annotations
 
 import csv
-import fnmatch
 import hashlib
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import SourceError
+from .sources import (
+    HTML_SUFFIXES,
+    MAX_ARTICLE_FILE_BYTES,
+    SUPPORTED_SUFFIXES,
+    TEXT_SUFFIXES,
+    SkippedSource,
+    SourceFile,
+    decode_source,
+    iter_source_files,
+    read_source_bytes,
+)
+
+if TYPE_CHECKING:
+    from selectolax.lexbor import LexborNode
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
-HTML_SUFFIXES = {".html", ".htm"}
-RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | RECORD_SUFFIXES
+MAX_ARTICLE_CHARS = 2_000_000
+"""The longest article body indexed, in characters (about 300,000 words, a thousand pages: far beyond any news
+article). A longer one is skipped with a message: it would become thousands of passages and minutes of embedding
+with the real model, for what is almost always a stray dump rather than an article."""
 
 _KNOWN_FIELDS = {"id", "_id", "title", "text", "url", "published", "source", "tags"}
 
@@ -78,17 +91,6 @@ class Article:
         }
 
 
-@dataclass(frozen=True)
-class SkippedSource:
-    """A file or record that was not indexed, and why."""
-
-    location: str
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"location": self.location, "reason": self.reason}
-
-
 @dataclass
 class LoadReport:
     """What :func:`load_articles` read: the articles, what it skipped, and warnings (e.g. encoding fallbacks)."""
@@ -101,17 +103,17 @@ class LoadReport:
 def load_articles(sources: Iterable[str | Path], exclude: Iterable[str] = ()) -> LoadReport:
     """Read every article under ``sources`` (files or directory trees).
 
-    Raises :class:`SourceError` only when a named source does not exist; unreadable files, bad rows and
-    duplicate ids are reported in the result and skipped.
+    Raises :class:`~semsearch.errors.SourceError` only when a named source does not exist; unreadable files,
+    bad rows and duplicate ids are reported in the result and skipped. Of articles sharing an id, the first read
+    (sources in the order given, files in sorted order) is kept.
     """
     report = LoadReport()
     seen: dict[str, str] = {}
     for article in iter_articles(sources, report, exclude=exclude):
         where = article.path or article.id
         if article.id in seen:
-            report.skipped.append(
-                SkippedSource(where, f"duplicate article id {article.id!r} (first seen in {seen[article.id]})")
-            )
+            reason = f"duplicate article id {article.id!r}: skipped, the first one (from {seen[article.id]}) is kept"
+            report.skipped.append(SkippedSource(where, reason))
             continue
         seen[article.id] = where
         report.articles.append(article)
@@ -120,79 +122,43 @@ def load_articles(sources: Iterable[str | Path], exclude: Iterable[str] = ()) ->
 
 def iter_articles(sources: Iterable[str | Path], report: LoadReport, exclude: Iterable[str] = ()) -> Iterator[Article]:
     """Yield articles from each source in a stable order, recording skips and warnings in ``report``."""
-    patterns = tuple(exclude)
-    source_list = [Path(s) for s in sources]
-    for src in source_list:
-        if not src.exists():
-            raise SourceError(f"source not found: {src}")
-    for src in source_list:
-        if src.is_dir():
-            for path in _walk(src, patterns):
-                yield from _read_file(path, path.relative_to(src).as_posix(), report)
-        else:
-            yield from _read_file(src, src.name, report)
+    for file in iter_source_files(sources, exclude, report.skipped):
+        for article in _read_file(file, report):
+            if len(article.text) > MAX_ARTICLE_CHARS:
+                reason = f"article too long ({len(article.text):,} characters; the limit is {MAX_ARTICLE_CHARS:,})"
+                report.skipped.append(SkippedSource(article.path or article.id, reason))
+                continue
+            yield article
 
 
-def _walk(root: Path, exclude: tuple[str, ...]) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            continue
-        if any(fnmatch.fnmatch(path.name, pat) for pat in exclude):
-            continue
-        yield path
-
-
-def _read_file(path: Path, rel_id: str, report: LoadReport) -> Iterator[Article]:
+def _read_file(file: SourceFile, report: LoadReport) -> Iterator[Article]:
+    path, where = file.path, str(file.path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        report.skipped.append(SkippedSource(str(path), f"unsupported file type {suffix or '(none)'}"))
+        report.skipped.append(SkippedSource(where, f"unsupported file type {suffix or '(none)'}"))
         return
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        report.skipped.append(SkippedSource(str(path), f"cannot read file: {exc.strerror or exc}"))
+    one_article = suffix in TEXT_SUFFIXES or suffix in HTML_SUFFIXES
+    raw = read_source_bytes(file, report.skipped, MAX_ARTICLE_FILE_BYTES if one_article else None)
+    if raw is None:
         return
-    if b"\x00" in raw[:8192]:
-        report.skipped.append(SkippedSource(str(path), "binary file (contains NUL bytes)"))
+    text = decode_source(raw, where, report.skipped, report.warnings)
+    if text is None:
         return
-    text = decode_bytes(raw, str(path), report.warnings)
     try:
         if suffix in TEXT_SUFFIXES:
-            article = parse_text_article(text, rel_id, str(path), markdown=suffix != ".txt")
-            yield article
+            yield parse_text_article(text, file.rel_id, where, markdown=suffix != ".txt")
         elif suffix in HTML_SUFFIXES:
-            yield parse_html_article(text, rel_id, str(path))
+            yield parse_html_article(text, file.rel_id, where)
         elif suffix == ".csv":
-            yield from _read_csv(text, path, rel_id, report)
+            yield from _read_csv(text, path, file.rel_id, report)
         else:
-            yield from _read_jsonl(text, path, rel_id, report)
+            yield from _read_jsonl(text, path, file.rel_id, report)
     except _BadRecord as exc:
-        report.skipped.append(SkippedSource(str(path), str(exc)))
+        report.skipped.append(SkippedSource(where, str(exc)))
 
 
 class _BadRecord(ValueError):
     pass
-
-
-def decode_bytes(raw: bytes, where: str, warnings: list[str]) -> str:
-    """UTF-8 (BOM tolerated); else cp1252, else latin-1, with a warning naming the file."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    for encoding in ("cp1252", "latin-1"):
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        msg = f"{where}: not valid UTF-8, decoded as {encoding}"
-        log.warning(msg)
-        warnings.append(msg)
-        return text
-    raise AssertionError("latin-1 decodes any byte string")  # pragma: no cover
 
 
 def _normalise_newlines(text: str) -> str:
@@ -215,9 +181,11 @@ def parse_text_article(text: str, article_id: str, path: str | None = None, *, m
     return Article(id=article_id, title=title, text=body, path=path)
 
 
+# Elements that are never text, wherever they are (a script inside the <h1> too).
+_HTML_CODE = "script, style, noscript, template"
 # Elements that are page chrome, never article text.
-_HTML_DROP = "script, style, noscript, template, nav, header, footer, aside, form, iframe, svg, button, figure"
-_HTML_BLOCKS = "p, h2, h3, h4, h5, h6, li, blockquote, pre"
+_HTML_DROP = "nav, header, footer, aside, form, iframe, svg, button, figure"
+_HTML_BLOCKS = frozenset({"p", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre"})
 
 
 def parse_html_article(html: str, article_id: str, path: str | None = None) -> Article:
@@ -229,6 +197,8 @@ def parse_html_article(html: str, article_id: str, path: str | None = None) -> A
     from selectolax.lexbor import LexborHTMLParser
 
     tree = LexborHTMLParser(html)
+    for node in tree.css(_HTML_CODE):
+        node.decompose()
 
     def meta(*names: str) -> str | None:
         for name in names:
@@ -263,10 +233,7 @@ def parse_html_article(html: str, article_id: str, path: str | None = None) -> A
     if h1 is not None and h1.parent is not None:
         h1.decompose()
     paragraphs: list[str] = []
-    for node in container.css(_HTML_BLOCKS):
-        # Only leaf-level blocks: a <li> holding <p>s is covered by those <p>s. (css() includes the node itself.)
-        if len(node.css(_HTML_BLOCKS)) > 1:
-            continue
+    for node in _leaf_blocks(container):
         text = " ".join(node.text(separator=" ", strip=True).split())
         if text:
             paragraphs.append(text)
@@ -286,7 +253,37 @@ def parse_html_article(html: str, article_id: str, path: str | None = None) -> A
     )
 
 
+def _leaf_blocks(root: LexborNode) -> list[LexborNode]:
+    """The block elements under ``root`` (itself included) that hold no other block, in document order: a <li>
+    holding <p>s is covered by those <p>s.
+
+    One walk with an explicit stack: no recursion, however deep the nesting, and linear time (asking each block for
+    the blocks inside it is quadratic in the depth: seconds for 10,000 nested <blockquote>s).
+    """
+    leaves: list[LexborNode] = []
+    # Frames: [node, next child to visit, whether a block was found inside it].
+    stack: list[list[Any]] = [[root, root.child, False]]
+    while stack:
+        frame = stack[-1]
+        child = frame[1]
+        if child is not None:
+            frame[1] = child.next
+            if child.is_element_node:
+                stack.append([child, child.child, False])
+            continue
+        stack.pop()
+        node, _, holds_block = frame
+        is_block = node.tag in _HTML_BLOCKS
+        if is_block and not holds_block:
+            leaves.append(node)
+        if stack and (is_block or holds_block):
+            stack[-1][2] = True
+    return leaves
+
+
 def _read_jsonl(text: str, path: Path, rel_id: str, report: LoadReport) -> Iterator[Article]:
+    if not text.strip():
+        raise _BadRecord("no records in file")
     for lineno, line in enumerate(_normalise_newlines(text).split("\n"), start=1):
         if not line.strip():
             continue
@@ -294,7 +291,10 @@ def _read_jsonl(text: str, path: Path, rel_id: str, report: LoadReport) -> Itera
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            report.skipped.append(SkippedSource(where, f"invalid JSON: {exc.msg}"))
+            report.skipped.append(SkippedSource(where, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        except RecursionError:  # the parser recurses per nesting level: [[[[... thousands deep
+            report.skipped.append(SkippedSource(where, "invalid JSON: nested too deeply"))
             continue
         if not isinstance(record, dict):
             report.skipped.append(SkippedSource(where, "record is not a JSON object"))
@@ -306,23 +306,46 @@ def _read_jsonl(text: str, path: Path, rel_id: str, report: LoadReport) -> Itera
 
 
 def _read_csv(text: str, path: Path, rel_id: str, report: LoadReport) -> Iterator[Article]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        raise _BadRecord("empty CSV file")
-    if "text" not in reader.fieldnames:
-        raise _BadRecord(f"CSV has no 'text' column (columns: {', '.join(reader.fieldnames)})")
+    lines = io.StringIO(text, newline="").readlines()
+    consumed = [0]  # lines handed to the csv reader so far (its own line_num is stale after an error)
+
+    def feed(start: int) -> Iterator[str]:
+        for number in range(start, len(lines)):
+            consumed[0] = number + 1
+            yield lines[number]
+
+    # strict: a malformed row is an error to report, not a row whose fields silently swallow what follows.
+    reader = csv.DictReader(feed(0), strict=True)
     try:
-        for rowno, row in enumerate(reader, start=2):
-            where = f"{path}:{rowno}"
-            if None in row:
-                report.skipped.append(SkippedSource(where, "row has more fields than the header"))
-                continue
-            try:
-                yield record_to_article(row, f"{rel_id}#{rowno}", where, report.warnings)
-            except _BadRecord as exc:
-                report.skipped.append(SkippedSource(where, str(exc)))
+        fieldnames = reader.fieldnames
     except csv.Error as exc:
-        report.skipped.append(SkippedSource(f"{path}:{reader.line_num}", f"CSV error: {exc}"))
+        raise _BadRecord(f"CSV header: {exc}") from None
+    if fieldnames is None:
+        raise _BadRecord("empty CSV file")
+    if "text" not in fieldnames:
+        raise _BadRecord(f"CSV has no 'text' column (columns: {', '.join(fieldnames)})")
+    rowno = 1  # rows read, the header being row 1: the id of a record without one
+    while True:
+        first_line = consumed[0] + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.skipped.append(SkippedSource(f"{path}:{first_line}", f"CSV error: {exc}"))
+            if consumed[0] == len(lines):
+                # An unclosed quote ran to the end of the file: read on from the line after the bad row's start.
+                reader = csv.DictReader(feed(first_line), fieldnames=fieldnames, strict=True)
+            continue
+        rowno += 1
+        where = f"{path}:{first_line}"
+        if None in row:
+            report.skipped.append(SkippedSource(where, "row has more fields than the header"))
+            continue
+        try:
+            yield record_to_article(row, f"{rel_id}#{rowno}", where, report.warnings)
+        except _BadRecord as exc:
+            report.skipped.append(SkippedSource(where, str(exc)))
 
 
 def record_to_article(
@@ -393,8 +416,11 @@ def normalise_date(value: Any) -> str | None:
     text = str(value).strip()
     if not text:
         return None
+    iso = text.upper().replace("Z", "+00:00")
+    # RFC 3339 allows a leap second, which datetime cannot hold: it counts as the second before.
+    iso = re.sub(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d):60", r"\1:59", iso)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(iso)
     except ValueError:
         try:
             parsed = parsedate_to_datetime(text)
@@ -404,4 +430,8 @@ def normalise_date(value: Any) -> str | None:
         return parsed.date().isoformat()
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat()
+    try:
+        return parsed.astimezone(UTC).isoformat()
+    except OverflowError:  # within a day of year 1 or 9999: the UTC instant is not representable; clamp to it
+        edge = datetime.min if parsed.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC).isoformat()

@@ -106,6 +106,7 @@ _ABBREVIATIONS = {
 }  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
 _INITIALISM = re.compile(r"(?:\b[A-Za-z]\.){2,}$")
+_LOOK_BACK = 64
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -122,7 +123,9 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         following = text[nxt]
         if not (following.isupper() or following.isdigit() or following in "\"'“‘([«"):
             continue
-        last = text[start : match.start()].rsplit(None, 1)
+        # Only the word before the stop matters: look a bounded way back, not at the whole run since the last
+        # sentence (which, in a paragraph of abbreviations and no sentence break, makes splitting quadratic).
+        last = text[max(start, match.start() - _LOOK_BACK) : match.start()].rsplit(None, 1)
         word = last[-1] if last else ""
         if match.group().startswith(".") and (
             word.lower().rstrip(".") in _ABBREVIATIONS or _INITIALISM.search(word + ".") or len(word) == 1
@@ -304,7 +307,13 @@ def _char_pieces(body: str, start: int, end: int, count_tokens: TokenCounter, bu
     pieces = []
     pos = start
     while pos < end:
-        lo, hi = pos + 1, end
+        # Gallop to a cut that does not fit before the binary search, so that each piece costs counts of about its
+        # own length, not of the rest of the text: a 20 MB run without whitespace would otherwise take hours.
+        lo, step = pos + 1, max(budget, 1)
+        hi = min(pos + step, end)
+        while hi < end and _costs(body, [(pos, hi)], count_tokens)[0] <= budget:
+            lo, step = hi, step * 2
+            hi = min(pos + step, end)
         while lo < hi:  # largest cut that fits
             mid = (lo + hi + 1) // 2
             if _costs(body, [(pos, mid)], count_tokens)[0] <= budget:

@@ -7,6 +7,7 @@ background loader) without a search ever seeing a partial version.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..errors import IndexMismatchError, InvalidRequestError
+from ..errors import IndexMismatchError, InvalidRequestError, SemsearchError
 from ..index.layout import IndexLayout
 from ..index.manifest import IndexManifest
-from ..index.reader import IndexVersion, StoredArticle
+from ..index.reader import IndexVersion, StoredArticle, open_current
 from ..models.embedding import Embedder, load_embedder
 from .filters import SearchFilters
 from .fusion import FUSIONS
@@ -57,9 +58,8 @@ class Searcher:
         self._loader_lock = threading.Lock()  # never held while loading: requests must not wait on it
         self._loader: threading.Thread | None = None
         self._failed_version: str | None = None
-        self._attempted: str | None = None
         self.last_reload_error: str | None = None
-        """Why the newest published version could not be switched to by a background reload (None: no error)."""
+        """Why the newest published version could not be switched to (None: no error); the current one serves on."""
 
     @classmethod
     def open(
@@ -82,7 +82,7 @@ class Searcher:
             raise InvalidRequestError(f"fusion must be one of {', '.join(FUSIONS)}")
         settings = settings or Settings()
         layout = IndexLayout(index_dir if index_dir is not None else settings.index_dir)
-        version = IndexVersion(layout.current_path())
+        version = open_current(layout)
         if embedder is None:
             # No model named: use the one the index was built with. A named model must match it.
             if settings.model is not None:
@@ -132,18 +132,26 @@ class Searcher:
         old one."""
         with self._reload_lock:
             self._last_check = time.monotonic()
-            current = self._layout.current_version()
+            try:
+                current = self._layout.current_version()
+            except SemsearchError as exc:  # a damaged CURRENT: the version in use is still whole
+                self._reload_failed(None, exc)
+                raise
             if current is None or current == self._current.version.version_id:
                 return False
-            self._attempted = current
             old = self._current.version
-            # Segments the versions share are reused as opened (their pages are mapped already).
-            version = IndexVersion(self._layout.version_path(current), segments=old.segment_map())
             try:
-                _check_compatible(version.manifest, self._embedder)
-                version.warm()
-            except BaseException:
-                version.close()
+                # Segments the versions share are reused as opened (their pages are mapped already); new ones
+                # are verified against their checksums as they open.
+                version = IndexVersion(self._layout.version_path(current), segments=old.segment_map())
+                try:
+                    _check_compatible(version.manifest, self._embedder)
+                    version.warm()
+                except BaseException:
+                    version.close()
+                    raise
+            except Exception as exc:
+                self._reload_failed(current, exc)
                 raise
             version.adopt(old)
             # The old version is not closed: searches in flight still use it; it is freed when they finish.
@@ -165,7 +173,11 @@ class Searcher:
         if wait:
             return self.reload()
         self._last_check = time.monotonic()
-        current = self._layout.current_version()
+        try:
+            current = self._layout.current_version()
+        except SemsearchError as exc:  # never fail a request over a version it does not use
+            self._reload_failed(None, exc)
+            return False
         if current is None or current == self._current.version.version_id or current == self._failed_version:
             return False
         with self._loader_lock:
@@ -176,18 +188,25 @@ class Searcher:
         return False
 
     def _reload_in_background(self) -> None:
-        try:
+        # Keep serving the current version: reload() recorded why the new one was not taken.
+        with contextlib.suppress(Exception):
             self.reload()
-        except Exception as exc:  # keep serving the current version; say why the new one was not taken
-            failed = self._attempted
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            self._failed_version, self.last_reload_error = failed, f"version {failed}: {message}"
-            log.error(
-                "not switching to index version %s, still serving %s: %s",
-                failed,
-                self._current.version.version_id,
-                message,
-            )
+
+    def _reload_failed(self, version: str | None, exc: BaseException) -> None:
+        """Keep serving the current version; record and log why ``version`` (None: an unreadable pointer) was not
+        switched to. A failed version is not retried until another one is published."""
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        error = f"version {version}: {message}" if version else message
+        repeated = error == self.last_reload_error  # a damaged pointer fails every check: log it once
+        self._failed_version, self.last_reload_error = version, error
+        if repeated:
+            return
+        log.error(
+            "not switching to index version %s, still serving %s: %s",
+            version or "(unknown)",
+            self._current.version.version_id,
+            message,
+        )
 
     # -- search --------------------------------------------------------------------------------------
 

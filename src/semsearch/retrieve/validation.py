@@ -9,6 +9,11 @@ MAX_K = 1000
 MODES = ("hybrid", "dense", "keyword")
 DEFAULT_MODE = "hybrid"
 
+# A query must hold a character that is not white space, as Python's str.isspace() defines it. Spelt out as a
+# character class (not \\S, whose meaning differs between regular-expression engines), so that the OpenAPI spec
+# states exactly the rule validate_query applies.
+NON_BLANK_PATTERN = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+
 
 def validate_query(query: object) -> str:
     if not isinstance(query, str):

@@ -6,34 +6,39 @@ Every error is JSON ``{"error": {"code": ..., "message": ...}}`` with a 4xx/5xx 
 
 from __future__ import annotations
 
+import functools
 import hmac
-import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import Settings
-from ..errors import IndexNotFoundError, InvalidRequestError, SemsearchError
+from ..errors import IndexCorruptError, IndexNotFoundError, InvalidRequestError, SemsearchError
 from ..models.embedding import Embedder
 from ..retrieve.filters import SearchFilters
 from ..retrieve.searcher import Searcher
-from ..retrieve.validation import DEFAULT_MODE, validate_k, validate_mode, validate_query
+from ..retrieve.validation import DEFAULT_MODE
 from .metrics import Metrics
-from .openapi import openapi_spec
+from .openapi import MAX_ARTICLE_ID, openapi_spec
+from .ratelimit import RateLimiter
+from .requests import parse_json_body, search_args_to_body
+from .requests import validate as validate_body
 
 log = logging.getLogger("semsearch.http")
 
-HTTP_MAX_K = 100
-MAX_CONTEXT_TOKENS = 32_768
-MAX_BATCH = 64
+# Longest request URL read (gunicorn itself stops at 1 MiB); the spec bounds every parameter so that a valid
+# request stays well below it.
+MAX_URL_BYTES = 512 * 1024
 
 bp = Blueprint("semsearch", __name__)
+V = TypeVar("V", bound=Callable[..., Any])
 
 
 class SearchService:
@@ -49,7 +54,8 @@ class SearchService:
         self._embedder = embedder
         self._lock = threading.Lock()
         self._last_attempt = 0.0
-        self._last_error: str | None = None
+        self._last_error: SemsearchError | None = None
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
 
     def searcher(self) -> Searcher:
         searcher = self._searcher
@@ -60,14 +66,17 @@ class SearchService:
             if self._searcher is None:
                 now = time.monotonic()
                 if now - self._last_attempt < self.settings.reload_check_seconds and self._last_error:
-                    raise IndexNotFoundError(self._last_error)
+                    raise self._last_error  # the same answer until the next check, without touching the disk
                 self._last_attempt = now
                 try:
                     self._searcher = Searcher.open(self.settings.index_dir, self.settings, embedder=self._embedder)
                     self._last_error = None
+                except (IndexNotFoundError, IndexCorruptError) as exc:
+                    self._last_error = exc
+                    raise
                 except SemsearchError as exc:
-                    self._last_error = exc.message
-                    raise IndexNotFoundError(exc.message) from exc
+                    self._last_error = IndexNotFoundError(exc.message)
+                    raise self._last_error from exc
             return self._searcher
 
     def loaded(self) -> Searcher | None:
@@ -110,6 +119,7 @@ def create_app(
     app.url_map.merge_slashes = False
     app.extensions["semsearch"] = SearchService(settings, searcher=searcher, embedder=embedder)
     app.extensions["semsearch_metrics"] = Metrics()
+    app.extensions["semsearch_openapi"] = openapi_spec(settings)
     app.register_blueprint(bp)
 
     @app.errorhandler(SemsearchError)
@@ -137,6 +147,9 @@ def create_app(
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+        if len(request.full_path.encode("utf-8", "surrogateescape")) > MAX_URL_BYTES:
+            return _error(414, "uri_too_long", f"the request URL is longer than {MAX_URL_BYTES} bytes")
+        return None
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -165,36 +178,58 @@ def _cors(response: Response, settings: Settings) -> None:
 # -- request parsing ---------------------------------------------------------------------------------
 
 
-def json_body(allowed: set[str]) -> dict[str, Any]:
-    """The request's JSON object, strictly: right content type, valid JSON, an object, no unknown fields."""
-    if request.mimetype != "application/json":
-        raise InvalidRequestError("Content-Type must be application/json")
-    raw = request.get_data(cache=True)
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"malformed JSON body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequestError("JSON body must be an object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise InvalidRequestError(f"unknown field(s): {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    return body
+def json_body(schema_name: str) -> dict[str, Any]:
+    """The request's JSON body, validated against the spec's ``schema_name`` schema."""
+    return parse_json_body(request.get_data(cache=True), request.mimetype, schema_name)
 
 
-def query_int(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequestError(f"{name} must be an integer") from None
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def _bearer() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+def _matches_any(given: str, secrets: tuple[str, ...]) -> bool:
+    """Constant time: every key is compared in full, whichever matches."""
+    found = False
+    for secret in secrets:
+        found |= hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode("utf-8"))
+    return found
+
+
+def guarded(view: V) -> V:
+    """A route over the index: it needs an API key when keys are configured and counts against the client's rate
+    limit (the client is its key, else its address)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        svc = service()
+        keys = svc.settings.api_keys
+        given = _bearer()
+        if keys and not _matches_any(given, keys):
+            message = "a valid API key is required (Authorization: Bearer KEY)"
+            return _error(401, "unauthorized", message, **{"WWW-Authenticate": 'Bearer realm="semsearch"'})
+        if svc.limiter is not None:
+            client = f"key:{given}" if keys else f"addr:{request.remote_addr}"
+            decision = svc.limiter.acquire(client)
+            if not decision.allowed:
+                message = f"rate limit of {svc.settings.rate_limit:g} requests/s exceeded; retry later"
+                return _error(429, "too_many_requests", message, **{"Retry-After": str(decision.retry_after)})
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class SearchParams:
-    """A validated search request (the same rules for GET, POST and batch)."""
+    """A search request, validated against the spec's SearchRequest schema (the same for GET, POST and batch)."""
 
     query: str
     k: int = 10
@@ -204,58 +239,18 @@ class SearchParams:
     highlights: bool = True
     filters: SearchFilters = field(default_factory=SearchFilters)
 
-    FIELDS = frozenset({"query", "k", "mode", "group_by", "per_article", "highlights", "filters"})
-
     @classmethod
-    def parse(cls, data: dict[str, Any]) -> SearchParams:
-        if "query" not in data:
-            raise InvalidRequestError("query is required")
-        group_by = data.get("group_by", "passage")
-        if group_by not in ("passage", "article"):
-            raise InvalidRequestError("group_by must be passage or article")
-        highlights = data.get("highlights", True)
-        if not isinstance(highlights, bool):
-            raise InvalidRequestError("highlights must be true or false")
+    def from_body(cls, data: dict[str, Any]) -> SearchParams:
+        """From a body the schema has accepted; dates are parsed here (the schema only names their format)."""
         return cls(
-            query=validate_query(data["query"]),
-            k=validate_k(data.get("k", 10), HTTP_MAX_K),
-            mode=validate_mode(data.get("mode", DEFAULT_MODE)),
-            group_by=group_by,
-            per_article=validate_k(data.get("per_article", 3), 10, "per_article"),
-            highlights=highlights,
+            query=data["query"],
+            k=data.get("k", 10),
+            mode=data.get("mode", DEFAULT_MODE),
+            group_by=data.get("group_by", "passage"),
+            per_article=data.get("per_article", 3),
+            highlights=data.get("highlights", True),
             filters=SearchFilters.from_dict(data.get("filters")),
         )
-
-
-def _query_args() -> dict[str, Any]:
-    """GET /search parameters as the JSON body would carry them (repeatable source/tag/article_id)."""
-    args = request.args
-    known = {"q", "k", "mode", "group_by", "per_article", "highlights", "source", "tag", "article_id",
-             "published_after", "published_before"}  # fmt: skip
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise InvalidRequestError(f"unknown parameter(s): {', '.join(unknown)}")
-    if "q" not in args:
-        raise InvalidRequestError("query parameter q is required")
-    data: dict[str, Any] = {"query": args["q"], "k": query_int("k", 10), "per_article": query_int("per_article", 3)}
-    for name in ("mode", "group_by"):
-        if name in args:
-            data[name] = args[name]
-    if "highlights" in args:
-        value = args["highlights"].lower()
-        if value not in ("true", "false", "1", "0"):
-            raise InvalidRequestError("highlights must be true or false")
-        data["highlights"] = value in ("true", "1")
-    filters: dict[str, Any] = {}
-    for arg, key in (("source", "source"), ("tag", "tags"), ("article_id", "article_ids")):
-        if arg in args:
-            filters[key] = args.getlist(arg)
-    for key in ("published_after", "published_before"):
-        if key in args:
-            filters[key] = args[key]
-    if filters:
-        data["filters"] = filters
-    return data
 
 
 def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
@@ -283,32 +278,27 @@ def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
 
 
 @bp.get("/search")
+@guarded
 def search_get() -> Response:
     started = time.perf_counter()
-    return jsonify(_search_response(SearchParams.parse(_query_args()), started))
+    body = search_args_to_body(request.args)
+    return jsonify(_search_response(SearchParams.from_body(validate_body(body, "SearchRequest")), started))
 
 
 @bp.post("/search")
+@guarded
 def search_post() -> Response:
     started = time.perf_counter()
-    return jsonify(_search_response(SearchParams.parse(json_body(set(SearchParams.FIELDS))), started))
+    return jsonify(_search_response(SearchParams.from_body(json_body("SearchRequest")), started))
 
 
 @bp.post("/search/batch")
+@guarded
 def search_batch() -> Response:
     started = time.perf_counter()
-    body = json_body({"queries", "k", "mode", "filters", "highlights"})
-    queries = body.get("queries")
-    if not isinstance(queries, list) or not queries:
-        raise InvalidRequestError("queries must be a non-empty list of strings")
-    if len(queries) > MAX_BATCH:
-        raise InvalidRequestError(f"at most {MAX_BATCH} queries per batch")
-    for i, q in enumerate(queries):
-        try:
-            validate_query(q)
-        except InvalidRequestError as exc:
-            raise InvalidRequestError(f"queries[{i}]: {exc.message}") from None
-    params = SearchParams.parse({**{k: v for k, v in body.items() if k != "queries"}, "query": queries[0]})
+    body = json_body("BatchRequest")
+    queries = body["queries"]
+    params = SearchParams.from_body({**{k: v for k, v in body.items() if k != "queries"}, "query": queries[0]})
     searcher = service().searcher()
     version = searcher.version
     results = searcher.search_batch(
@@ -328,24 +318,25 @@ def search_batch() -> Response:
 
 
 @bp.post("/context")
+@guarded
 def context() -> Response:
     """Retrieval for RAG: a numbered, cited block of passages within a token budget."""
     started = time.perf_counter()
-    body = json_body({"query", "max_tokens", "k", "mode", "filters"})
-    if "query" not in body:
-        raise InvalidRequestError("query is required")
-    query = validate_query(body["query"])
-    max_tokens = validate_k(body.get("max_tokens", 512), MAX_CONTEXT_TOKENS, "max_tokens")
-    k = validate_k(body.get("k", 8), 50)
-    mode = validate_mode(body.get("mode", DEFAULT_MODE))
+    body = json_body("ContextRequest")
     filters = SearchFilters.from_dict(body.get("filters"))
     searcher = service().searcher()
-    ctx = searcher.context(query, max_tokens=max_tokens, k=k, mode=mode, filters=filters, version=searcher.version)
+    ctx = searcher.context(
+        body["query"], max_tokens=body.get("max_tokens", 512), k=body.get("k", 8),
+        mode=body.get("mode", DEFAULT_MODE), filters=filters, version=searcher.version,
+    )  # fmt: skip
     return jsonify({**ctx.to_dict(), "took_ms": round((time.perf_counter() - started) * 1000, 2)})
 
 
 @bp.get("/articles/<path:article_id>")
+@guarded
 def article(article_id: str) -> Response:
+    if len(article_id) > MAX_ARTICLE_ID:
+        raise InvalidRequestError(f"article_id is longer than {MAX_ARTICLE_ID} characters")
     stored = service().searcher().article(article_id)
     data = stored.article.to_dict()
     data.pop("path", None)
@@ -379,6 +370,7 @@ def readyz() -> tuple[Response, int]:
 
 
 @bp.get("/stats")
+@guarded
 def stats() -> Response:
     searcher = service().searcher()
     m = searcher.manifest
@@ -411,7 +403,7 @@ def metrics() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_spec())
+    return jsonify(current_app.extensions["semsearch_openapi"])
 
 
 @bp.get("/")
@@ -432,10 +424,9 @@ def admin_reload() -> tuple[Response, int]:
         return jsonify(
             {"error": {"code": "not_found", "message": "The requested URL was not found on the server."}}
         ), 404
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return jsonify({"error": {"code": "unauthorized", "message": "a valid bearer token is required"}}), 401
+    if not _matches_any(_bearer(), (token,)):
+        return _error(401, "unauthorized", "a valid admin token is required (Authorization: Bearer TOKEN)",
+                      **{"WWW-Authenticate": 'Bearer realm="semsearch-admin"'}), 401  # fmt: skip
     searcher = service().searcher()
     changed = searcher.reload()
     return jsonify({"reloaded": changed, "version": searcher.manifest.version_id}), 200

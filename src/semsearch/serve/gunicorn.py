@@ -77,6 +77,8 @@ def serve(
     except Exception as exc:  # the service still starts; /readyz reports why it is not ready
         log.warning("starting without an index: %s", exc)
     if dev:
+        # SIGTERM is how service managers stop a process: leave like Ctrl-C does, with status 0.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return
     # Each worker opens the current version itself (post_fork): the index is memory-mapped, so its pages are
@@ -157,6 +159,10 @@ def serve(
             "timeout": 60,
             "graceful_timeout": 30,
             "keepalive": 5,
+            # Valid GET requests (a 2,000-character query, percent-encoded) can be longer than gunicorn's
+            # 4,094-byte default; 0 lets gunicorn read up to its 1 MiB ceiling and the app answers 414 in JSON
+            # above MAX_URL_BYTES.
+            "limit_request_line": 0,
             "accesslog": None,  # the app logs one line per request itself (without query strings)
             "errorlog": "-",
             "loglevel": "info",

@@ -1,10 +1,17 @@
-"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``. Tests check real responses against it."""
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``.
+
+It is the one definition of what a request may hold: the app validates every request body and query against these
+schemas (:mod:`semsearch.serve.requests`), so the spec and the validation cannot disagree, and tests check real
+responses against the response schemas.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .. import __version__
+from ..config import Settings
+from ..retrieve.validation import MAX_QUERY_CHARS, NON_BLANK_PATTERN
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 
@@ -25,6 +32,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "Not found",
         405: "Method not allowed",
         413: "Request body too large",
+        429: "Too many requests from this client; retry after the Retry-After header's seconds",
         503: "No index is loaded",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
@@ -68,6 +76,14 @@ _HIT = {
     },
 }  # fmt: skip
 
+# Bounded so that the largest valid GET request fits the server's request line (gunicorn: 1 MiB) and the largest
+# valid body fits Settings.max_body_bytes.
+_FILTER_VALUE = {"type": "string", "minLength": 1, "maxLength": 256}
+_FILTER_VALUES = {"type": "array", "items": _FILTER_VALUE, "maxItems": 20}
+_DATE = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+# A query must hold something other than white space.
+_QUERY = {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": NON_BLANK_PATTERN}
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -86,11 +102,11 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "description": "All conditions must hold; within a list any value matches. Dates are inclusive.",
         "properties": {
-            "source": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            "tags": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            "article_ids": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            "published_after": {"type": "string", "description": "ISO date or datetime"},
-            "published_before": {"type": "string", "description": "ISO date or datetime"},
+            "source": {"oneOf": [_FILTER_VALUE, _FILTER_VALUES]},
+            "tags": {"oneOf": [_FILTER_VALUE, _FILTER_VALUES]},
+            "article_ids": {"oneOf": [_FILTER_VALUE, _FILTER_VALUES]},
+            "published_after": {**_DATE, "description": "ISO date or datetime, inclusive"},
+            "published_before": {**_DATE, "description": "ISO date or datetime, inclusive"},
         },
     },
     "SearchRequest": {
@@ -98,7 +114,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["query"],
         "additionalProperties": False,
         "properties": {
-            "query": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "query": _QUERY,
             "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
             "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
             "group_by": {"enum": ["passage", "article"], "default": "passage"},
@@ -144,7 +160,7 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 64,
-                "items": {"type": "string", "minLength": 1, "maxLength": 2000},
+                "items": _QUERY,
             },
             "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
             "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
@@ -207,7 +223,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["query"],
         "additionalProperties": False,
         "properties": {
-            "query": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "query": _QUERY,
             "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768, "default": 512},
             "k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 8},
             "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
@@ -322,148 +338,149 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
-_K_PARAM = {
-    "name": "k",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+MAX_ARTICLE_ID = 1024
+
+# GET /search: each query parameter and where it goes in a SearchRequest body. The parameters' schemas are the body
+# fields' schemas, and the app turns a query string into a body and validates that (one definition for both).
+GET_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
+    "q": ("query",),
+    "k": ("k",),
+    "mode": ("mode",),
+    "group_by": ("group_by",),
+    "per_article": ("per_article",),
+    "highlights": ("highlights",),
+    "source": ("filters", "source"),
+    "tag": ("filters", "tags"),
+    "article_id": ("filters", "article_ids"),
+    "published_after": ("filters", "published_after"),
+    "published_before": ("filters", "published_before"),
 }
 
 
-def _param(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
-    if description:
-        param["description"] = description
-    return param
+def _get_search_parameters() -> list[dict[str, Any]]:
+    params = []
+    for name, path in GET_SEARCH_PARAMS.items():
+        if path[0] == "filters":
+            schema = _SCHEMAS["Filters"]["properties"][path[1]]
+            # Repeatable in a query string: the list form.
+            schema = next((s for s in schema.get("oneOf", ()) if s.get("type") == "array"), schema)
+            description = "repeatable" if schema.get("type") == "array" else schema.get("description", "")
+        else:
+            schema = _SCHEMAS["SearchRequest"]["properties"][path[0]]
+            description = ""
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name == "q", "schema": schema}
+        if schema.get("type") == "array":
+            param.update(style="form", explode=True)
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
 
 
-def openapi_spec() -> dict[str, Any]:
+def openapi_spec(settings: Settings | None = None) -> dict[str, Any]:
+    """The spec of a server run with ``settings``: the admin route exists only with an admin token, search routes
+    need a bearer key when API keys are set, and answer 429 when a rate limit is set."""
+    settings = settings or Settings()
+    keyed = bool(settings.api_keys)
+    limited = settings.rate_limit is not None
+
+    def search_op(op: dict[str, Any], *statuses: int) -> dict[str, Any]:
+        """An operation on the index: API keys and the rate limit apply."""
+        extra = (401,) * keyed + (429,) * limited
+        op["responses"].update(_errors(*statuses, *extra))
+        if keyed:
+            op["security"] = [{"bearer": []}]
+        return op
+
+    def body(schema: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
     search_ok = _json(_ref("SearchResponse"), "Top passages, best first")
+    paths: dict[str, Any] = {
+        "/search": {
+            "get": search_op(
+                {"summary": "Search passages", "operationId": "searchGet", "parameters": _get_search_parameters(),
+                 "responses": {"200": search_ok}},
+                400, 503,
+            ),
+            "post": search_op(
+                {"summary": "Search passages (JSON body)", "operationId": "searchPost",
+                 "requestBody": body("SearchRequest"), "responses": {"200": search_ok}},
+                400, 413, 503,
+            ),
+        },
+        "/search/batch": {
+            "post": search_op(
+                {"summary": "Up to 64 queries, embedded in one batch", "operationId": "searchBatch",
+                 "requestBody": body("BatchRequest"),
+                 "responses": {"200": _json(_ref("BatchResponse"), "One result list per query")}},
+                400, 413, 503,
+            )
+        },
+        "/context": {
+            "post": search_op(
+                {"summary": "Retrieval for RAG: numbered, cited passages within a token budget",
+                 "operationId": "context", "requestBody": body("ContextRequest"),
+                 "responses": {"200": _json(_ref("Context"), "The context block")}},
+                400, 413, 503,
+            )
+        },
+        "/articles/{article_id}": {
+            "get": search_op(
+                {"summary": "An article's metadata and passages", "operationId": "getArticle",
+                 "parameters": [{"name": "article_id", "in": "path", "required": True,
+                                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ARTICLE_ID}}],
+                 "responses": {"200": _json(_ref("Article"), "The article")}},
+                400, 404, 503,
+            )
+        },
+        "/healthz": {
+            "get": {
+                "summary": "The process is alive",
+                "operationId": "healthz",
+                "responses": {"200": _json(_ref("Health"), "Alive")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "An index is loaded and queryable",
+                "operationId": "readyz",
+                "responses": {"200": _json(_ref("Ready"), "Ready"), "503": _json(_ref("Ready"), "Not ready")},
+            }
+        },
+        "/stats": {
+            "get": search_op(
+                {"summary": "Model, counts, index version and build time", "operationId": "stats",
+                 "responses": {"200": _json(_ref("Stats"), "Index statistics")}},
+                503,
+            )
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }  # fmt: skip
+    if settings.admin_token:
+        paths["/admin/reload"] = {
+            "post": {
+                "summary": "Switch to the newest published index version now",
+                "operationId": "adminReload",
+                "description": "Exists only when SEMSEARCH_ADMIN_TOKEN is set.",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json(_ref("Reload"), "Reload result"), **_errors(401, 503)},
+            }
+        }
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "semsearch",
-            "version": __version__,
-            "description": "Semantic search over article passages.",
-        },
-        "paths": {
-            "/search": {
-                "get": {
-                    "summary": "Search passages",
-                    "operationId": "searchGet",
-                    "parameters": [
-                        {
-                            "name": "q",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 2000},
-                        },
-                        _K_PARAM,
-                        _param("mode", {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"}),
-                        _param("group_by", {"enum": ["passage", "article"], "default": "passage"}),
-                        _param("per_article", {"type": "integer", "minimum": 1, "maximum": 10, "default": 3}),
-                        _param("highlights", {"type": "boolean", "default": True}),
-                        _param("source", {"type": "array", "items": {"type": "string"}}, "repeatable"),
-                        _param("tag", {"type": "array", "items": {"type": "string"}}, "repeatable"),
-                        _param("article_id", {"type": "array", "items": {"type": "string"}}, "repeatable"),
-                        _param("published_after", {"type": "string"}, "ISO date, inclusive"),
-                        _param("published_before", {"type": "string"}, "ISO date, inclusive"),
-                    ],
-                    "responses": {"200": search_ok, **_errors(400, 503)},
-                },
-                "post": {
-                    "summary": "Search passages (JSON body)",
-                    "operationId": "searchPost",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("SearchRequest")}},
-                    },
-                    "responses": {"200": search_ok, **_errors(400, 413, 503)},
-                },
-            },
-            "/search/batch": {
-                "post": {
-                    "summary": "Up to 64 queries, embedded in one batch",
-                    "operationId": "searchBatch",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("BatchRequest")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("BatchResponse"), "One result list per query"),
-                        **_errors(400, 413, 503),
-                    },
-                }
-            },
-            "/context": {
-                "post": {
-                    "summary": "Retrieval for RAG: numbered, cited passages within a token budget",
-                    "operationId": "context",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("ContextRequest")}},
-                    },
-                    "responses": {"200": _json(_ref("Context"), "The context block"), **_errors(400, 413, 503)},
-                }
-            },
-            "/articles/{article_id}": {
-                "get": {
-                    "summary": "An article's metadata and passages",
-                    "operationId": "getArticle",
-                    "parameters": [
-                        {"name": "article_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                    ],
-                    "responses": {"200": _json(_ref("Article"), "The article"), **_errors(404, 503)},
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is alive",
-                    "operationId": "healthz",
-                    "responses": {"200": _json(_ref("Health"), "Alive")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "An index is loaded and queryable",
-                    "operationId": "readyz",
-                    "responses": {
-                        "200": _json(_ref("Ready"), "Ready"),
-                        "503": _json(_ref("Ready"), "Not ready"),
-                    },
-                }
-            },
-            "/stats": {
-                "get": {
-                    "summary": "Model, counts, index version and build time",
-                    "operationId": "stats",
-                    "responses": {"200": _json(_ref("Stats"), "Index statistics"), **_errors(503)},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "operationId": "metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/admin/reload": {
-                "post": {
-                    "summary": "Switch to the newest published index version now",
-                    "operationId": "adminReload",
-                    "description": "Exists only when SEMSEARCH_ADMIN_TOKEN is set.",
-                    "security": [{"bearer": []}],
-                    "responses": {"200": _json(_ref("Reload"), "Reload result"), **_errors(401, 404, 503)},
-                }
-            },
-        },
-        "components": {
-            "schemas": _SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
+        "info": {"title": "semsearch", "version": __version__, "description": "Semantic search over article passages."},
+        "paths": paths,
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
