@@ -65,7 +65,7 @@ BUGS = (
     ),
     PlantedBug(
         "dates-compared-in-their-own-zone",
-        "src/semsearch/ingest/articles.py",
+        "src/semsearch/ingest/dates.py",
         "return parsed.astimezone(UTC).isoformat()",
         "return parsed.isoformat()",
         ("tests/retrieve/test_retrieval.py",),
@@ -128,6 +128,43 @@ BUGS = (
         "",
         ("tests/integration/test_server.py::test_sigterm_while_workers_warm_up_stops_the_server_at_once",),
         integration=True,
+    ),
+    PlantedBug(
+        "api-key-any-bearer-accepted",
+        "src/semsearch/serve/app.py",
+        "found |= hmac.compare_digest(",
+        "found = True or hmac.compare_digest(",
+        ("tests/serve/test_security.py",),
+    ),
+    PlantedBug(
+        "rate-limit-per-worker",
+        "src/semsearch/serve/ratelimit.py",
+        '        self._table = multiprocessing.get_context("fork").Array("d", _SLOTS * _FIELDS, lock=True)\n',
+        '        self._table = multiprocessing.get_context("fork").Array("d", _SLOTS * _FIELDS, lock=True)\n'
+        "        __import__('os').register_at_fork(after_in_child=lambda: setattr(self, '_table', "
+        "multiprocessing.get_context('fork').Array('d', _SLOTS * _FIELDS, lock=True)))\n",
+        ("tests/serve/test_security.py",),
+    ),
+    PlantedBug(
+        "request-schema-not-enforced",
+        "src/semsearch/serve/requests.py",
+        "    if error is not None:\n        raise InvalidRequestError(_message(error))",
+        "    if error is not None and False:\n        raise InvalidRequestError(_message(error))",
+        ("tests/serve/test_api.py",),
+    ),
+    PlantedBug(
+        "symlink-out-of-the-source-root-followed",
+        "src/semsearch/ingest/sources.py",
+        "    if not real.is_relative_to(real_root):",
+        "    if False:",
+        ("tests/ingest/test_hostile.py",),
+    ),
+    PlantedBug(
+        "index-checksums-not-compared",
+        "src/semsearch/index/integrity.py",
+        "        if actual != expected:",
+        "        if False:",
+        ("tests/index/test_integrity.py",),
     ),
 )
 

@@ -86,7 +86,7 @@ def test_errors_over_real_http(server: str) -> None:
         == "invalid_request"
     )
     assert requests.get(f"{server}/nowhere").status_code == 404
-    big = requests.post(f"{server}/search", data=b"x" * 1_000_000, headers={"Content-Type": "application/json"})
+    big = requests.post(f"{server}/search", data=b"x" * 3_000_000, headers={"Content-Type": "application/json"})
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_entity_too_large"
 
 

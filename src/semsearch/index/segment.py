@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexCorruptError
-from ..ingest.articles import Article, normalise_date
+from ..ingest.articles import Article
 from ..ingest.chunking import Passage, embed_hash
+from ..ingest.dates import normalise_date
 from .integrity import FILES, file_records, is_sealed, seal_json, verify_files
 from .layout import IndexLayout, fsync_tree, new_version_id
 from .postings import SegmentPostings, merge_postings, write_postings

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..ingest.articles import normalise_date
+from ..ingest.dates import normalise_date
 
 _FIELDS = ("source", "tags", "published_after", "published_before", "article_ids")
 
