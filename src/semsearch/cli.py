@@ -70,7 +70,8 @@ def _print_index_report(report: Any, as_json: bool) -> None:
     if report.dry_run:
         click.echo("dry run: nothing written")
     for skip in report.skipped:
-        click.echo(f"skipped {skip.location}: {skip.reason}", err=True)
+        kept = " (the articles indexed from it are kept)" if skip.kept else ""
+        click.echo(f"skipped {skip.location}: {skip.reason}{kept}", err=True)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if report.full_rebuild_reason:

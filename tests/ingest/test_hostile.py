@@ -352,3 +352,66 @@ def test_cli_index_of_sources_that_all_fail_is_one_error_and_publishes_nothing(
 def test_an_empty_file_of_any_format_says_empty_file(tmp_path: Path, name: str) -> None:
     (tmp_path / name).write_bytes(b"")
     assert relative(load_articles([tmp_path]), tmp_path) == {name: "empty file"}
+
+
+def test_a_reindex_keeps_the_articles_of_a_file_it_could_not_read(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Permission or I/O errors are not deletions: what the index holds from such a file stays until the file is
+    really gone (records files included)."""
+    corpus, index_dir = tmp_path / "corpus", tmp_path / "index"
+    corpus.mkdir()
+    for name in ("locked", "open", "other"):
+        (corpus / f"{name}.txt").write_text(f"{name.title()} story\n\nThe {name} article body.", encoding="utf-8")
+    records = [{"id": f"rec-{i}", "title": f"Record {i}", "text": f"Record body {i}."} for i in range(3)]
+    (corpus / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    settings = Settings(index_dir=index_dir)
+    embedder = FakeEmbedder()
+    build_index([corpus], index_dir, settings, embedder=embedder)
+    real_open = os.open
+
+    def deny(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(path).name in ("locked.txt", "records.jsonl"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args)
+
+    (corpus / "other.txt").unlink()  # a real deletion in the same run
+    with monkeypatch.context() as patch:
+        patch.setattr(semsearch.ingest.sources.os, "open", deny)
+        report = reindex([corpus], index_dir, settings, embedder=embedder)
+    assert report.removed == 1
+    assert {s.location.removeprefix(f"{corpus}/"): s.kept for s in report.skipped} == {"locked.txt": True,
+                                                                                       "records.jsonl": True}  # fmt: skip
+    current = IndexVersion(IndexLayout(index_dir).current_path())
+    assert set(current.article_hashes()) == {"locked.txt", "open.txt", "rec-0", "rec-1", "rec-2"}
+    # Readable again and then deleted: now they go.
+    (corpus / "locked.txt").unlink()
+    (corpus / "records.jsonl").unlink()
+    assert reindex([corpus], index_dir, settings, embedder=embedder).removed == 4
+    current = IndexVersion(IndexLayout(index_dir).current_path())
+    assert set(current.article_hashes()) == {"open.txt"}
+
+
+def test_the_cli_says_when_a_skipped_file_keeps_its_articles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             use_fake_embedder) -> None:  # fmt: skip
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "locked.txt").write_text("Locked\n\nBody of the locked story.", encoding="utf-8")
+    (corpus / "open.txt").write_text("Open\n\nBody of the open story.", encoding="utf-8")
+    runner = CliRunner()
+    index_dir = str(tmp_path / "index")
+    assert runner.invoke(main, ["index", str(corpus), "--index-dir", index_dir]).exit_code == 0
+    real_open = os.open
+
+    def deny(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(path).name == "locked.txt":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(semsearch.ingest.sources.os, "open", deny)
+    result = runner.invoke(main, ["reindex", str(corpus), "--index-dir", index_dir])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"skipped {corpus}/locked.txt: cannot read file: Permission denied (the articles indexed from it are kept)"
+        in (result.output)
+    )
+    assert "removed 0" in result.output

@@ -212,6 +212,13 @@ def _apply(
             log.warning("full rebuild: %s", reason)
         incremental = base is not None and not full and reason is None
         plan = _plan(loaded.articles, base if incremental else None, remove_missing, delete_ids)
+        unreadable = [skip.location for skip in loaded.skipped if skip.kept]
+        if incremental and remove_missing and unreadable and plan.removed:
+            # A file that exists but failed to read (permissions, an I/O error) is not a deleted article.
+            assert base is not None
+            kept = base.article_ids_from(unreadable)
+            plan.unchanged += sum(a in kept for a in plan.removed)
+            plan.removed = [a for a in plan.removed if a not in kept]
 
         def report(**fields: Any) -> IndexReport:
             defaults: dict[str, Any] = {

@@ -335,6 +335,18 @@ class IndexVersion:
             out.update((r["id"], r["content_hash"]) for r in self._live_rows(rows, key="first_passage"))
         return out
 
+    def article_ids_from(self, locations: Iterable[str]) -> set[str]:
+        """Live articles read from these files (records: ``file:line``) or from under these directories."""
+        found: set[str] = set()
+        for location in dict.fromkeys(locations):
+            for segment in self.segments:
+                rows = segment.query(
+                    "SELECT id, first_passage FROM articles WHERE path = ? OR substr(path, 1, ?) IN (?, ?)",
+                    (location, len(location) + 1, location + ":", location.rstrip("/") + "/"),
+                )
+                found.update(r["id"] for r in self._live_rows(rows, key="first_passage"))
+        return found
+
     def article_passage_ids(self, article_ids: Iterable[str]) -> np.ndarray:
         """Live passage ids of the given articles (for deleting them)."""
         wanted = list(dict.fromkeys(article_ids))

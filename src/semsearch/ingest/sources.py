@@ -18,6 +18,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SourceError
 
@@ -47,9 +48,12 @@ class SkippedSource:
 
     location: str
     reason: str
+    kept: bool = False
+    """The source exists but could not be read this time (an I/O or permission error): a reindex keeps the
+    articles the index already holds from it instead of deleting them."""
 
-    def to_dict(self) -> dict[str, str]:
-        return {"location": self.location, "reason": self.reason}
+    def to_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "reason": self.reason, "kept": self.kept}
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def _list_dir(directory: Path, skipped: list[SkippedSource]) -> Iterator[os.DirE
         with os.scandir(directory) as entries:
             listed = sorted(entries, key=lambda e: e.name)
     except OSError as exc:
-        skipped.append(SkippedSource(str(directory), f"cannot list directory: {exc.strerror or exc}"))
+        skipped.append(SkippedSource(str(directory), f"cannot list directory: {exc.strerror or exc}", kept=True))
         return iter(())
     return iter(listed)
 
@@ -166,10 +170,9 @@ def read_source_bytes(file: SourceFile, skipped: list[SkippedSource], max_bytes:
         return None
     except OSError as exc:
         if file.walked and exc.errno == errno.ELOOP:
-            reason = "file was replaced by a symlink during the run"
+            skipped.append(SkippedSource(where, "file was replaced by a symlink during the run"))
         else:
-            reason = f"cannot read file: {exc.strerror or exc}"
-        skipped.append(SkippedSource(where, reason))
+            skipped.append(SkippedSource(where, f"cannot read file: {exc.strerror or exc}", kept=True))
         return None
     handle = None
     try:
@@ -184,7 +187,8 @@ def read_source_bytes(file: SourceFile, skipped: list[SkippedSource], max_bytes:
             handle = os.fdopen(fd, "rb")
             return handle.read()
     except OSError as exc:
-        reason = f"cannot read file: {exc.strerror or exc}"
+        skipped.append(SkippedSource(where, f"cannot read file: {exc.strerror or exc}", kept=True))
+        return None
     finally:
         if handle is None:
             os.close(fd)
