@@ -10,10 +10,12 @@ with Searcher.open("index") as searcher:
 
 from .config import ChunkSettings, Settings
 from .errors import (
+    ConfigError,
     IndexCorruptError,
     IndexLockedError,
     IndexMismatchError,
     IndexNotFoundError,
+    IndexWriteError,
     InvalidRequestError,
     ModelLoadError,
     NotFoundError,
@@ -25,7 +27,9 @@ from .ingest.articles import Article, LoadReport, SkippedSource, load_articles
 from .ingest.chunking import Passage
 from .models.embedding import Embedder
 from .retrieve.filters import SearchFilters
-from .retrieve.results import ArticleHit, Citation, Context, Highlight, SearchHit
+from .retrieve.paging import SearchPage
+from .retrieve.recency import Recency
+from .retrieve.results import ArticleHit, Citation, Context, Explanation, Highlight, SearchHit
 from .retrieve.searcher import Searcher
 
 __version__ = "0.1.0"
@@ -35,8 +39,10 @@ __all__ = [
     "ArticleHit",
     "ChunkSettings",
     "Citation",
+    "ConfigError",
     "Context",
     "Embedder",
+    "Explanation",
     "Highlight",
     "Index",
     "IndexCorruptError",
@@ -44,13 +50,16 @@ __all__ = [
     "IndexMismatchError",
     "IndexNotFoundError",
     "IndexReport",
+    "IndexWriteError",
     "InvalidRequestError",
     "LoadReport",
     "ModelLoadError",
     "NotFoundError",
     "Passage",
+    "Recency",
     "SearchFilters",
     "SearchHit",
+    "SearchPage",
     "Searcher",
     "SemsearchError",
     "Settings",

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from .config import Settings
-from .errors import SemsearchError
+from .errors import InvalidRequestError, SemsearchError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -202,21 +202,28 @@ def upgrade(ctx: click.Context, index_dir: Path | None, wait: bool, as_json: boo
 @click.option("--tag", multiple=True, help="Only articles with this tag (repeatable).")
 @click.option("--after", "published_after", default=None, help="Published on or after this ISO date.")
 @click.option("--before", "published_before", default=None, help="Published on or before this ISO date.")
+@click.option("--half-life", "half_life", type=float, default=None,
+              help="Decay scores by article age with this half-life in days (recent first).")  # fmt: skip
+@click.option("--as-of", "as_of", default=None, help="Count ages back from this ISO date (default: now).")
 @index_dir_option
 @json_option
 @click.pass_context
 @_fail_cleanly
 def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str, ...], tag: tuple[str, ...],
-           published_after: str | None, published_before: str | None, index_dir: Path | None,
-           as_json: bool) -> None:  # fmt: skip
+           published_after: str | None, published_before: str | None, half_life: float | None, as_of: str | None,
+           index_dir: Path | None, as_json: bool) -> None:  # fmt: skip
     """Print the passages that best match QUERY."""
     from .retrieve.filters import SearchFilters
+    from .retrieve.recency import Recency
     from .retrieve.searcher import Searcher
 
     settings = _settings(ctx, index_dir=index_dir)
     filters = SearchFilters(source=source, tags=tag, published_after=published_after, published_before=published_before)
+    if as_of is not None and half_life is None:
+        raise InvalidRequestError("--as-of needs --half-life")
+    recency = Recency(half_life, as_of) if half_life is not None else None
     with Searcher.open(settings.index_dir, settings) as searcher:
-        hits = searcher.search(query, k=k, mode=mode, filters=filters)
+        hits = searcher.search(query, k=k, mode=mode, filters=filters, recency=recency)
     if as_json:
         click.echo(json.dumps({"query": query, "k": k, "hits": [h.to_dict() for h in hits]}, indent=2))
         return
@@ -228,6 +235,35 @@ def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str,
             f"    {hit.article_id} ¶{hit.paragraph} [{hit.start}:{hit.end}]" + (f"  {hit.url}" if hit.url else "")
         )
         click.echo("    " + " ".join(hit.text.split()))
+
+
+@main.command()
+@click.argument("article_id")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of articles.")
+@click.option("--source", multiple=True, help="Only articles from this source (repeatable).")
+@click.option("--tag", multiple=True, help="Only articles with this tag (repeatable).")
+@index_dir_option
+@json_option
+@click.pass_context
+@_fail_cleanly
+def related(ctx: click.Context, article_id: str, k: int, source: tuple[str, ...], tag: tuple[str, ...],
+            index_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+    """Print the articles closest to ARTICLE_ID (by its stored passage vectors)."""
+    from .retrieve.filters import SearchFilters
+    from .retrieve.searcher import Searcher
+
+    settings = _settings(ctx, index_dir=index_dir)
+    with Searcher.open(settings.index_dir, settings) as searcher:
+        articles = searcher.related(article_id, k=k, filters=SearchFilters(source=source, tags=tag))
+    if as_json:
+        click.echo(json.dumps({"article_id": article_id, "articles": [a.to_dict() for a in articles]}, indent=2))
+        return
+    if not articles:
+        click.echo("no related articles")
+    for article in articles:
+        click.secho(f"{article.rank:>2}. {article.score:.3f}  {article.title}", bold=True)
+        dated = " ".join(x for x in (article.published, article.source) if x)
+        click.echo(f"    {article.article_id}" + (f"  {dated}" if dated else ""))
 
 
 @main.command()
@@ -335,6 +371,31 @@ def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads
         _print_index_report(report, as_json=False)
     click.echo(f"serving {settings.index_dir} on http://{host}:{port}/ ({'dev' if dev else f'{workers} worker(s)'})")
     run_server(settings, host=host, port=port, workers=workers, threads=threads, dev=dev)
+
+
+@main.command()
+@click.option("--http", "over_http", is_flag=True, help="Serve streamable HTTP at http://HOST:PORT/mcp, not stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind with --http.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port with --http.")
+@index_dir_option
+@click.pass_context
+@_fail_cleanly
+def mcp(ctx: click.Context, over_http: bool, host: str, port: int, index_dir: Path | None) -> None:
+    """Serve the search tools to MCP clients (search, get_article, related_articles, context).
+
+    Over stdin/stdout by default, as a chat client starts it; logs go to stderr.
+    """
+    from .serve.mcp import serve_http, serve_stdio
+
+    settings = _settings(ctx, index_dir=index_dir)
+    if not over_http:
+        serve_stdio(settings)
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        # The HTTP API's keys do not apply here.
+        click.echo(f"warning: {host} is not loopback and the MCP server has no authentication", err=True)
+    click.echo(f"serving {settings.index_dir} to MCP clients at http://{host}:{port}/mcp", err=True)
+    serve_http(settings, host=host, port=port)
 
 
 if __name__ == "__main__":  # pragma: no cover

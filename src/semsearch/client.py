@@ -23,7 +23,8 @@ import urllib.request
 from typing import Any
 
 from .errors import SemsearchError
-from .retrieve.results import Context, Highlight, SearchHit
+from .retrieve.paging import SearchPage
+from .retrieve.results import ArticleHit, Context, Explanation, Highlight, SearchHit
 
 _RETRY_STATUSES = {502, 503, 504}
 
@@ -54,11 +55,23 @@ def hit_from_dict(data: dict[str, Any]) -> SearchHit:
     fields["highlights"] = tuple(
         Highlight(h["start"], h["end"], h["text"], h["score"]) for h in data.get("highlights", ())
     )
+    if data.get("explanation") is not None:
+        fields["explanation"] = Explanation.from_dict(data["explanation"])
     return SearchHit(**fields)
 
 
+def article_hit_from_dict(data: dict[str, Any]) -> ArticleHit:
+    return ArticleHit(
+        data["rank"], data["score"], data["article_id"], data["title"], data.get("url"), data.get("published"),
+        data.get("source"), tuple(hit_from_dict(h) for h in data["passages"]),
+    )  # fmt: skip
+
+
 class SearchClient:
-    def __init__(self, base_url: str, timeout: float = 10.0, retries: int = 2, backoff: float = 0.2) -> None:
+    """``api_key``: sent as ``Authorization: Bearer`` (servers with ``SEMSEARCH_API_KEYS``)."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0, retries: int = 2, backoff: float = 0.2,
+                 api_key: str | None = None) -> None:  # fmt: skip
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
@@ -66,14 +79,38 @@ class SearchClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def search(
-        self, query: str, k: int = 10, *, mode: str = "hybrid", filters: dict[str, Any] | None = None
-    ) -> list[SearchHit]:
+        self, query: str, k: int = 10, *, mode: str = "hybrid", filters: dict[str, Any] | None = None,
+        recency: dict[str, Any] | None = None, explain: bool = False,
+    ) -> list[SearchHit]:  # fmt: skip
+        """``recency``: ``{"half_life_days": 30, "as_of": "2026-10-03"}`` (``as_of`` optional) decays scores by age."""
         body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
         if filters:
             body["filters"] = filters
+        if recency:
+            body["recency"] = recency
+        if explain:
+            body["explain"] = True
         return [hit_from_dict(h) for h in self._post("/search", body)["hits"]]
+
+    def search_page(
+        self, query: str, k: int = 10, *, cursor: str | None = None, group_by: str = "passage", mode: str = "hybrid",
+        filters: dict[str, Any] | None = None,
+    ) -> SearchPage:  # fmt: skip
+        """One page of results; pass ``page.next_cursor`` back (same query and options) for the next one."""
+        body: dict[str, Any] = {"query": query, "k": k, "mode": mode, "group_by": group_by}
+        if filters:
+            body["filters"] = filters
+        if cursor:
+            body["cursor"] = cursor
+        data = self._post("/search", body)
+        return SearchPage(
+            tuple(hit_from_dict(h) for h in data.get("hits", ())),
+            tuple(article_hit_from_dict(a) for a in data.get("articles", ())),
+            data["next_cursor"], data["version"],
+        )  # fmt: skip
 
     def search_batch(self, queries: list[str], k: int = 10, *, mode: str = "hybrid") -> list[list[SearchHit]]:
         data = self._post("/search/batch", {"queries": queries, "k": k, "mode": mode})
@@ -90,12 +127,23 @@ class SearchClient:
         data.pop("took_ms", None)
         return Context.from_dict(data)
 
+    def related(self, article_id: str, k: int = 10, *, per_article: int = 1) -> list[ArticleHit]:
+        """The articles closest to ``article_id`` (``GET /articles/<id>/related``)."""
+        query = urllib.parse.urlencode({"k": k, "per_article": per_article})
+        data = self._request(f"/articles/{urllib.parse.quote(article_id)}/related?{query}")
+        return [article_hit_from_dict(a) for a in data["articles"]]
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        payload = json.dumps(body).encode("utf-8")
+        return self._request(path, body)
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET without a body, POST with one."""
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {**self._headers, **({"Content-Type": "application/json"} if payload is not None else {})}
         attempt = 0
         while True:
             request = urllib.request.Request(
-                self.base_url + path, data=payload, method="POST", headers={"Content-Type": "application/json"}
+                self.base_url + path, data=payload, method="GET" if payload is None else "POST", headers=headers
             )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:

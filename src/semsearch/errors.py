@@ -35,6 +35,13 @@ class NotFoundError(SemsearchError):
     http_status = 404
 
 
+class CursorExpiredError(SemsearchError):
+    """A paging cursor names an index version that is no longer kept on disk."""
+
+    code = "cursor_expired"
+    http_status = 410
+
+
 class IndexNotFoundError(SemsearchError):
     """No published index exists at the given location."""
 

@@ -66,6 +66,9 @@ class Fused:
     """Fused score of each candidate (same indexing as the inputs)."""
     keyword_weight: float
     """The keyword weight used for this query (RRF: 0.5)."""
+    dense_terms: np.ndarray | None = None
+    """What was fused of each retriever's score: z-scores (zscore, adaptive) or reciprocal ranks (rrf)."""
+    keyword_terms: np.ndarray | None = None
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:
@@ -154,7 +157,8 @@ def fuse(
     if dense.size == 0:
         return Fused(np.zeros(0, dtype=np.int64), np.zeros(0), 0.0)
     if method == "rrf":
-        scores = 1.0 / (RRF_K + _ranks(dense)) + 1.0 / (RRF_K + _ranks(keyword))
+        terms = 1.0 / (RRF_K + _ranks(dense)), 1.0 / (RRF_K + _ranks(keyword))
+        scores = terms[0] + terms[1]
         weight = 0.5
     elif method in ("zscore", "adaptive"):
         if method == "adaptive" and articles is not None:
@@ -168,11 +172,12 @@ def fuse(
             cap = ADAPTIVE_MAX_KEYWORD_WEIGHT if weight is None else weight
             w = adaptive_keyword_weight(dense, keyword, cap, z_dense, z_keyword) * coverage_gate(coverage)
         scores = (1.0 - w) * z_dense + w * z_keyword
+        terms = z_dense, z_keyword
         weight = w
     else:
         raise ValueError(f"unknown fusion {method!r} (choose from {', '.join(FUSIONS)})")
     order = np.lexsort((-dense, -scores))  # ties broken by the dense score
-    return Fused(order, scores, weight)
+    return Fused(order, scores, weight, terms[0], terms[1])
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:

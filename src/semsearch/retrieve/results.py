@@ -19,6 +19,37 @@ class Highlight:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a hit scored what it did (``explain=True``).
+
+    ``retrievers``: which retriever's top candidates held the passage (``dense``, ``keyword``: hybrid search scores
+    every candidate with both). ``dense_normalised``/``keyword_normalised``: the two terms the fusion combined (z-scores
+    over the query's candidates for ``adaptive``/``zscore``, reciprocal ranks for ``rrf``); the hybrid score is
+    ``(1 - keyword_weight) * dense_normalised + keyword_weight * keyword_normalised`` (``rrf``: their sum), then decayed
+    by ``recency_factor`` when recency is on. ``keyword_coverage``: how much of the query the best keyword match
+    covers (it gates the adaptive weight)."""
+
+    retrievers: tuple[str, ...]
+    fusion: str | None = None
+    dense_score: float | None = None
+    keyword_score: float | None = None
+    dense_normalised: float | None = None
+    keyword_normalised: float | None = None
+    keyword_weight: float | None = None
+    keyword_coverage: float | None = None
+    recency_factor: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["retrievers"] = list(self.retrievers)
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
+        return cls(**{**data, "retrievers": tuple(data["retrievers"])})
+
+
+@dataclass(frozen=True)
 class SearchHit:
     """One matching passage. ``start``/``end`` are character offsets into the article body.
 
@@ -44,8 +75,16 @@ class SearchHit:
     dense_score: float | None = None
     keyword_score: float | None = None
     highlights: tuple[Highlight, ...] = ()
+    explanation: Explanation | None = None
+    """Set when the search was asked to explain (``explain=True``)."""
 
     def to_dict(self) -> dict[str, Any]:
+        data = self._fields()
+        if self.explanation is not None:
+            data["explanation"] = self.explanation.to_dict()
+        return data
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "rank": self.rank,
             "score": round(float(self.score), 6),
@@ -145,3 +184,21 @@ class Context:
             max_tokens=data["max_tokens"],
             version=data.get("version"),
         )
+
+
+FACETS = ("source", "tag", "published_month")
+
+
+@dataclass(frozen=True)
+class Facets:
+    """Article counts per value of each requested facet, most frequent first (ties by value), over ``articles`` candidate
+    articles of the query (:meth:`~semsearch.retrieve.searcher.Searcher.facets`)."""
+
+    counts: dict[str, tuple[tuple[str, int], ...]]
+    articles: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "articles": self.articles,
+            "counts": {name: [{"value": v, "count": n} for v, n in values] for name, values in self.counts.items()},
+        }

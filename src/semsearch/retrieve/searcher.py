@@ -11,19 +11,23 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..errors import IndexMismatchError, InvalidRequestError, SemsearchError
+from ..errors import CursorExpiredError, IndexMismatchError, InvalidRequestError, SemsearchError
 from ..index.layout import IndexLayout
 from ..index.manifest import IndexManifest
 from ..index.reader import IndexVersion, StoredArticle, open_current
 from ..models.embedding import Embedder, load_embedder
 from .filters import SearchFilters
 from .fusion import FUSIONS
-from .results import ArticleHit, Context, SearchHit
+from .paging import MAX_PAGED_RESULTS, Cursor, SearchPage, fingerprint
+from .recency import Recency
+from .related import related_articles
+from .results import FACETS, ArticleHit, Context, Facets, SearchHit
 from .validation import DEFAULT_MODE
 from .version_searcher import VersionSearcher
 
@@ -224,14 +228,20 @@ class Searcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
         version: IndexVersion | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best passages for ``query``, best first, near-duplicates removed.
 
+        ``recency`` decays scores by article age (:class:`~semsearch.retrieve.recency.Recency`; off by default).
+        ``explain`` attaches to each hit how it was scored (:class:`~semsearch.retrieve.results.Explanation`).
         ``version`` pins the index version (take it from :attr:`version` when the caller must know which version
         answered); by default the current one.
         """
-        return self._at(version).search(query, k, mode=mode, filters=filters, highlights=highlights)
+        return self._at(version).search(
+            query, k, mode=mode, filters=filters, highlights=highlights, recency=recency, explain=explain
+        )
 
     def search_batch(
         self,
@@ -241,10 +251,14 @@ class Searcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
         version: IndexVersion | None = None,
     ) -> list[list[SearchHit]]:
         """Several queries; their embeddings are computed in one batch."""
-        return self._at(version).search_batch(queries, k, mode=mode, filters=filters, highlights=highlights)
+        return self._at(version).search_batch(
+            queries, k, mode=mode, filters=filters, highlights=highlights, recency=recency, explain=explain
+        )
 
     def search_articles(
         self,
@@ -255,11 +269,20 @@ class Searcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
         version: IndexVersion | None = None,
     ) -> list[ArticleHit]:
         """The ``k`` best articles, each once, with up to ``per_article`` of its best passages."""
         return self._at(version).search_articles(
-            query, k, per_article=per_article, mode=mode, filters=filters, highlights=highlights
+            query,
+            k,
+            per_article=per_article,
+            mode=mode,
+            filters=filters,
+            highlights=highlights,
+            recency=recency,
+            explain=explain,
         )
 
     def context(
@@ -271,6 +294,7 @@ class Searcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         tokenizer: Any = None,
+        recency: Recency | None = None,
         version: IndexVersion | None = None,
     ) -> Context:
         """A prompt-ready, numbered and cited block of the best passages for ``query``, within ``max_tokens``.
@@ -279,11 +303,108 @@ class Searcher:
         ``encode`` (a Hugging Face tokenizer, tiktoken). Default: this index's embedding model's tokenizer.
         """
         return self._at(version).context(
-            query, max_tokens=max_tokens, k=k, mode=mode, filters=filters, tokenizer=tokenizer
+            query, max_tokens=max_tokens, k=k, mode=mode, filters=filters, tokenizer=tokenizer, recency=recency
         )
 
     def article(self, article_id: str, *, version: IndexVersion | None = None) -> StoredArticle:
         return self._at(version).article(article_id)
+
+    def search_page(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        cursor: str | None = None,
+        group_by: str = "passage",
+        per_article: int = 3,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
+    ) -> SearchPage:
+        """One page of ``k`` results; pass the returned ``next_cursor`` (with the same query and options) for the
+        next one. Every page comes from the version the first one used, even after a new version is published (an
+        older version is opened for the call while it is still kept on disk), and no hit comes twice
+        (:mod:`.paging`)."""
+        if group_by not in ("passage", "article"):
+            raise InvalidRequestError("group_by must be passage or article")
+        key = fingerprint(query=query, group_by=group_by, per_article=per_article, mode=mode,
+                             filters=filters.to_dict() if filters else None,
+                             recency=recency.to_dict() if recency else None)  # fmt: skip
+        if cursor is None:
+            state = Cursor(self.version.version_id, max(4 * k, 100), (), key)
+        else:
+            state = Cursor.decode(cursor, key)
+        total = min(len(state.seen) + k, MAX_PAGED_RESULTS)
+        with self._version_named(state.version) as version:
+            at = self._at(version)
+            seen = set(state.seen)
+            if group_by == "passage":
+                hits = at.search(query, total, mode=mode, filters=filters, highlights=highlights, recency=recency,
+                                 explain=explain, depth=state.depth)  # fmt: skip
+                fresh_hits = [h for h in hits if h.passage_id not in seen][:k]
+                page = tuple(replace(h, rank=len(seen) + i) for i, h in enumerate(fresh_hits, start=1))
+                keys: list[int | str] = [h.passage_id for h in page]
+                articles: tuple[ArticleHit, ...] = ()
+            else:
+                found = at.search_articles(query, total, per_article=per_article, mode=mode, filters=filters,
+                                           highlights=highlights, recency=recency, explain=explain,
+                                           depth=state.depth)  # fmt: skip
+                fresh = [a for a in found if a.article_id not in seen][:k]
+                articles = tuple(replace(a, rank=len(seen) + i) for i, a in enumerate(fresh, start=1))
+                keys, page = [a.article_id for a in articles], ()
+        more = len(keys) == k and len(seen) + len(keys) < MAX_PAGED_RESULTS
+        following = Cursor(state.version, state.depth, (*state.seen, *keys), key).encode() if more else None
+        return SearchPage(page, articles, following, state.version)
+
+    def facets(
+        self,
+        query: str,
+        names: Sequence[str] = FACETS,
+        *,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        depth: int = 100,
+        version: IndexVersion | None = None,
+    ) -> Facets:
+        """How many of the query's candidate articles have each source, tag and publication month (``YYYY-MM``):
+        the articles of the passages each retriever returns at ``depth`` (100, the depth a page of 10 to 25
+        results ranks; hybrid counts the union of both retrievers), after ``filters``, each article once."""
+        return self._at(version).facet_counts(query, names, mode=mode, filters=filters, depth=depth)
+
+    @contextlib.contextmanager
+    def _version_named(self, version_id: str) -> Iterator[IndexVersion]:
+        """The current version, or an older one still on disk, opened beside it (sharing its segments) for one
+        call."""
+        current = self.version
+        if version_id == current.version_id:
+            yield current
+            return
+        path = self._layout.version_path(version_id)
+        if not (path / "manifest.json").is_file():
+            raise CursorExpiredError(
+                f"index version {version_id} of this cursor is no longer kept; start the search again"
+            )
+        older = IndexVersion(path, segments=current.segment_map())
+        try:
+            yield older
+        finally:
+            older.close()
+
+    def related(
+        self,
+        article_id: str,
+        *,
+        k: int = 10,
+        per_article: int = 1,
+        filters: SearchFilters | None = None,
+        version: IndexVersion | None = None,
+    ) -> list[ArticleHit]:
+        """The ``k`` articles closest to ``article_id`` by their stored passage vectors (nothing is embedded),
+        itself and near-duplicate copies left out; each with its ``per_article`` passages closest to the article.
+        ``score`` is the cosine between the two articles' mean passage vectors (:mod:`.related`)."""
+        return related_articles(self._at(version).version, article_id, k, per_article=per_article, filters=filters)
 
 
 def _check_model_name(manifest: IndexManifest, model: str) -> None:

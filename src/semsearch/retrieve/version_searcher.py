@@ -4,8 +4,9 @@ newly published versions and hands each search the version it should read."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,9 @@ from .context import assemble
 from .filters import SearchFilters
 from .fusion import fuse
 from .highlight import highlight
-from .results import ArticleHit, Context, SearchHit
+from .recency import Recency
+from .recency import apply as apply_recency
+from .results import FACETS, ArticleHit, Context, Explanation, Facets, SearchHit
 from .validation import DEFAULT_MODE, validate_k, validate_mode, validate_query
 
 DEDUPE_COSINE = 0.97
@@ -30,6 +33,9 @@ class _Candidate:
     score: float
     dense: float | None
     keyword: float | None
+    recency: float | None = None
+    why: Explanation | None = None
+    """How the retrievers and the fusion scored it (only when asked to explain)."""
 
 
 class VersionSearcher:
@@ -49,9 +55,15 @@ class VersionSearcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
+        depth: int | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best passages for ``query``, best first, near-duplicates removed."""
-        return self.search_batch([query], k, mode=mode, filters=filters, highlights=highlights)[0]
+        return self.search_batch(
+            [query], k, mode=mode, filters=filters, highlights=highlights, recency=recency, explain=explain,
+            depth=depth,
+        )[0]  # fmt: skip
 
     def search_batch(
         self,
@@ -61,11 +73,22 @@ class VersionSearcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
+        depth: int | None = None,
     ) -> list[list[SearchHit]]:
-        """Several queries; their embeddings are computed in one batch."""
+        """Several queries; their embeddings are computed in one batch. ``recency``: decay scores by article age
+        (:mod:`.recency`)."""
         version = self.version
         window = _dedupe_window(k)
-        ranked = self._ranked(version, queries, k, mode, filters, depth=max(4 * k, 100), limit=window)
+        # With recency every retrieved candidate is decayed before the window is cut: an older hit may fall below
+        # a newer one from further down.
+        # ``depth`` fixed by the caller (paging): every candidate at that depth is ranked, whatever ``k``, so pages
+        # asking for more results see the same ranking.
+        ranked = self._ranked(version, queries, k, mode, filters, depth=depth or max(4 * k, 100),
+                              limit=None if recency or depth else window, explain=explain)  # fmt: skip
+        if recency is not None:
+            ranked = [_decay(version, candidates, recency)[:window] for candidates in ranked]
         out = []
         for query, candidates in zip(queries, ranked, strict=True):
             kept = self._dedupe(version, candidates, k)
@@ -88,11 +111,17 @@ class VersionSearcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         highlights: bool = True,
+        recency: Recency | None = None,
+        explain: bool = False,
+        depth: int | None = None,
     ) -> list[ArticleHit]:
         """The ``k`` best articles, each once, with up to ``per_article`` of its best passages."""
         validate_k(per_article, 50, "per_article")
         version = self.version
-        (candidates,) = self._ranked(version, [query], k, mode, filters, depth=max(3 * k * per_article, 200))
+        (candidates,) = self._ranked(version, [query], k, mode, filters,
+                                     depth=depth or max(3 * k * per_article, 200), explain=explain)  # fmt: skip
+        if recency is not None:
+            candidates = _decay(version, candidates, recency)
         groups: dict[str, list[_Candidate]] = {}
         records = version.passages([c.passage_id for c in candidates])
         for c in candidates:
@@ -113,6 +142,36 @@ class VersionSearcher:
             )  # fmt: skip
         return out
 
+    def facet_counts(
+        self,
+        query: str,
+        names: Sequence[str],
+        *,
+        mode: str = DEFAULT_MODE,
+        filters: SearchFilters | None = None,
+        depth: int = 100,
+    ) -> Facets:
+        """Counts of articles per source, tag and publication month among this query's candidates: the passages
+        the retrievers return at ``depth`` (hybrid: the union of both), after ``filters``, each article once."""
+        unknown = sorted(set(names) - set(FACETS))
+        if unknown:
+            raise InvalidRequestError(f"unknown facet(s): {', '.join(unknown)} (allowed: {', '.join(FACETS)})")
+        (candidates,) = self._ranked(self.version, [query], 10, mode, filters, depth=depth)
+        records = self.version.passages([c.passage_id for c in candidates])
+        articles = {r.article_id: r for r in records.values()}
+        counts: dict[str, Counter[str]] = {name: Counter() for name in names}
+        for record in articles.values():
+            if "source" in counts and record.source:
+                counts["source"][record.source] += 1
+            if "tag" in counts:
+                counts["tag"].update(set(record.tags))
+            if "published_month" in counts and record.published:
+                counts["published_month"][record.published[:7]] += 1
+        return Facets(
+            {name: tuple(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for name, c in counts.items()},
+            len(articles),
+        )
+
     def _ranked(
         self,
         version: IndexVersion,
@@ -122,8 +181,10 @@ class VersionSearcher:
         filters: SearchFilters | None,
         depth: int,
         limit: int | None = None,
+        explain: bool = False,
     ) -> list[list[_Candidate]]:
-        """Each query's candidates, best first: ``depth`` from each retriever, fused; the first ``limit`` kept."""
+        """Each query's candidates, best first: ``depth`` from each retriever, fused; the first ``limit`` kept.
+        ``explain``: each candidate carries how it was scored."""
         for q in queries:
             validate_query(q)
         validate_k(k)
@@ -147,21 +208,25 @@ class VersionSearcher:
                 assert dense_scores is not None and dense_ids is not None
                 out.append(
                     [
-                        _Candidate(int(p), float(s), float(s), None)
+                        _Candidate(int(p), float(s), float(s), None,
+                                   why=Explanation(("dense",), dense_score=float(s)) if explain else None)
                         for s, p in zip(dense_scores[i][:limit], dense_ids[i][:limit], strict=True)
                         if p >= 0
                     ]
-                )
+                )  # fmt: skip
                 continue
             keyword = version.keyword
             kw_scores, kw_ids = keyword.top(query, depth, allowed)
             if mode == "keyword":
+                coverage = keyword.coverage(query, float(kw_scores[0])) if explain and len(kw_scores) else None
                 out.append(
                     [
-                        _Candidate(int(p), float(s), None, float(s))
+                        _Candidate(int(p), float(s), None, float(s),
+                                   why=Explanation(("keyword",), keyword_score=float(s), keyword_coverage=coverage)
+                                   if explain else None)
                         for s, p in zip(kw_scores[:limit], kw_ids[:limit], strict=True)
                     ]
-                )
+                )  # fmt: skip
                 continue
             assert vectors is not None and dense_ids is not None and dense_scores is not None
             ids = np.unique(np.concatenate([dense_ids[i][dense_ids[i] >= 0], kw_ids]))
@@ -179,12 +244,25 @@ class VersionSearcher:
                 coverage,
                 keyword.articles_for(ids) if self.fusion == "adaptive" else None,  # only adaptive uses them
             )
+            whys: list[Explanation | None] = [None] * len(ids)
+            if explain:
+                from_dense = set(dense_ids[i][dense_ids[i] >= 0].tolist())
+                from_keyword = set(kw_ids.tolist())
+                for j in fused.order[:limit]:
+                    p = int(ids[j])
+                    whys[j] = Explanation(
+                        tuple(n for n, held in (("dense", p in from_dense), ("keyword", p in from_keyword)) if held),
+                        self.fusion, float(dense_exact[j]), float(keyword_exact[j]),
+                        _term(fused.dense_terms, j), _term(fused.keyword_terms, j), float(fused.keyword_weight),
+                        coverage,
+                    )  # fmt: skip
             out.append(
                 [
-                    _Candidate(int(ids[j]), float(fused.scores[j]), float(dense_exact[j]), float(keyword_exact[j]))
+                    _Candidate(int(ids[j]), float(fused.scores[j]), float(dense_exact[j]), float(keyword_exact[j]),
+                               why=whys[j])
                     for j in fused.order[:limit]
                 ]
-            )
+            )  # fmt: skip
         return out
 
     def _dedupe(self, version: IndexVersion, candidates: list[_Candidate], k: int) -> list[_Candidate]:
@@ -212,6 +290,7 @@ class VersionSearcher:
         mode: str = DEFAULT_MODE,
         filters: SearchFilters | None = None,
         tokenizer: Any = None,
+        recency: Recency | None = None,
     ) -> Context:
         """A prompt-ready, numbered and cited block of the best passages for ``query``, within ``max_tokens``.
 
@@ -219,7 +298,7 @@ class VersionSearcher:
         ``encode`` (a Hugging Face tokenizer, tiktoken). Default: this index's embedding model's tokenizer.
         """
         validate_k(max_tokens, 100_000, "max_tokens")
-        hits = self.search(query, k=k, mode=mode, filters=filters, highlights=False)
+        hits = self.search(query, k=k, mode=mode, filters=filters, highlights=False, recency=recency)
         texts: dict[str, str] = {}
 
         def article_text(article_id: str) -> str:
@@ -235,6 +314,21 @@ class VersionSearcher:
         if stored is None:
             raise NotFoundError(f"no article with id {article_id!r}")
         return stored
+
+
+def _decay(version: IndexVersion, candidates: list[_Candidate], recency: Recency) -> list[_Candidate]:
+    """The candidates rescored by their articles' age, best first (ties keep their order)."""
+    if not candidates:
+        return candidates
+    records = version.passages([c.passage_id for c in candidates])
+    factors = recency.factors([records[c.passage_id].published for c in candidates])
+    scores = apply_recency(np.array([c.score for c in candidates]), factors)
+    order = np.argsort(-scores, kind="stable")
+    return [
+        _Candidate(candidates[i].passage_id, float(scores[i]), candidates[i].dense, candidates[i].keyword,
+                   float(factors[i]), candidates[i].why)
+        for i in order
+    ]  # fmt: skip
 
 
 def _dedupe_window(k: int) -> int:
@@ -279,4 +373,9 @@ def _hit(rank: int, c: _Candidate, rec: PassageRecord, term_weights: dict[str, f
         dense_score=c.dense,
         keyword_score=c.keyword,
         highlights=highlight(rec.text, term_weights) if term_weights is not None else (),
+        explanation=replace(c.why, recency_factor=c.recency) if c.why is not None else None,
     )
+
+
+def _term(terms: np.ndarray | None, j: int) -> float | None:
+    return None if terms is None else float(terms[j])

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -22,14 +21,14 @@ from werkzeug.exceptions import HTTPException
 from ..config import Settings
 from ..errors import IndexCorruptError, IndexNotFoundError, InvalidRequestError, SemsearchError
 from ..models.embedding import Embedder
-from ..retrieve.filters import SearchFilters
 from ..retrieve.searcher import Searcher
-from ..retrieve.validation import DEFAULT_MODE
+from . import responses
 from .metrics import Metrics
-from .openapi import MAX_ARTICLE_ID, openapi_spec
+from .openapi import GET_RELATED_PARAMS, GET_SEARCH_PARAMS, openapi_spec
 from .ratelimit import RateLimiter
-from .requests import parse_json_body, search_args_to_body
+from .requests import parse_json_body, query_to_body
 from .requests import validate as validate_body
+from .schemas import MAX_ARTICLE_ID
 
 log = logging.getLogger("semsearch.http")
 
@@ -227,53 +226,6 @@ def guarded(view: V) -> V:
     return wrapper  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """A search request, validated against the spec's SearchRequest schema (the same for GET, POST and batch)."""
-
-    query: str
-    k: int = 10
-    mode: str = DEFAULT_MODE
-    group_by: str = "passage"
-    per_article: int = 3
-    highlights: bool = True
-    filters: SearchFilters = field(default_factory=SearchFilters)
-
-    @classmethod
-    def from_body(cls, data: dict[str, Any]) -> SearchParams:
-        """From a body the schema has accepted; dates are parsed here (the schema only names their format)."""
-        return cls(
-            query=data["query"],
-            k=data.get("k", 10),
-            mode=data.get("mode", DEFAULT_MODE),
-            group_by=data.get("group_by", "passage"),
-            per_article=data.get("per_article", 3),
-            highlights=data.get("highlights", True),
-            filters=SearchFilters.from_dict(data.get("filters")),
-        )
-
-
-def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
-    searcher = service().searcher()
-    version = searcher.version  # pinned: the response names the version that actually answered
-    body: dict[str, Any] = {"query": params.query, "k": params.k, "mode": params.mode, "group_by": params.group_by}
-    if params.group_by == "article":
-        articles = searcher.search_articles(
-            params.query, k=params.k, per_article=params.per_article, mode=params.mode, filters=params.filters,
-            highlights=params.highlights, version=version,
-        )  # fmt: skip
-        body["articles"] = [a.to_dict() for a in articles]
-    else:
-        hits = searcher.search(
-            params.query, k=params.k, mode=params.mode, filters=params.filters, highlights=params.highlights,
-            version=version,
-        )  # fmt: skip
-        body["hits"] = [h.to_dict() for h in hits]
-    body["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    body["version"] = version.version_id
-    return body
-
-
 # -- views --------------------------------------------------------------------------------------------
 
 
@@ -281,40 +233,22 @@ def _search_response(params: SearchParams, started: float) -> dict[str, Any]:
 @guarded
 def search_get() -> Response:
     started = time.perf_counter()
-    body = search_args_to_body(request.args)
-    return jsonify(_search_response(SearchParams.from_body(validate_body(body, "SearchRequest")), started))
+    body = query_to_body(request.args, GET_SEARCH_PARAMS, "SearchRequest", required=("q",))
+    return jsonify(responses.search(service().searcher(), validate_body(body, "SearchRequest"), started))
 
 
 @bp.post("/search")
 @guarded
 def search_post() -> Response:
     started = time.perf_counter()
-    return jsonify(_search_response(SearchParams.from_body(json_body("SearchRequest")), started))
+    return jsonify(responses.search(service().searcher(), json_body("SearchRequest"), started))
 
 
 @bp.post("/search/batch")
 @guarded
 def search_batch() -> Response:
     started = time.perf_counter()
-    body = json_body("BatchRequest")
-    queries = body["queries"]
-    params = SearchParams.from_body({**{k: v for k, v in body.items() if k != "queries"}, "query": queries[0]})
-    searcher = service().searcher()
-    version = searcher.version
-    results = searcher.search_batch(
-        queries, k=params.k, mode=params.mode, filters=params.filters, highlights=params.highlights, version=version
-    )
-    return jsonify(
-        {
-            "k": params.k,
-            "mode": params.mode,
-            "took_ms": round((time.perf_counter() - started) * 1000, 2),
-            "version": version.version_id,
-            "results": [
-                {"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(queries, results, strict=True)
-            ],
-        }
-    )
+    return jsonify(responses.batch(service().searcher(), json_body("BatchRequest"), started))
 
 
 @bp.post("/context")
@@ -322,14 +256,7 @@ def search_batch() -> Response:
 def context() -> Response:
     """Retrieval for RAG: a numbered, cited block of passages within a token budget."""
     started = time.perf_counter()
-    body = json_body("ContextRequest")
-    filters = SearchFilters.from_dict(body.get("filters"))
-    searcher = service().searcher()
-    ctx = searcher.context(
-        body["query"], max_tokens=body.get("max_tokens", 512), k=body.get("k", 8),
-        mode=body.get("mode", DEFAULT_MODE), filters=filters, version=searcher.version,
-    )  # fmt: skip
-    return jsonify({**ctx.to_dict(), "took_ms": round((time.perf_counter() - started) * 1000, 2)})
+    return jsonify(responses.context(service().searcher(), json_body("ContextRequest"), started))
 
 
 @bp.get("/articles/<path:article_id>")
@@ -337,22 +264,19 @@ def context() -> Response:
 def article(article_id: str) -> Response:
     if len(article_id) > MAX_ARTICLE_ID:
         raise InvalidRequestError(f"article_id is longer than {MAX_ARTICLE_ID} characters")
-    stored = service().searcher().article(article_id)
-    data = stored.article.to_dict()
-    data.pop("path", None)
-    data["passages"] = [
-        {
-            "passage_id": p.id,
-            "ordinal": p.ordinal,
-            "paragraph": p.paragraph,
-            "last_paragraph": p.last_paragraph,
-            "start": p.start,
-            "end": p.end,
-            "text": p.text,
-        }
-        for p in stored.passages
-    ]
-    return jsonify(data)
+    return jsonify(responses.article(service().searcher(), article_id))
+
+
+@bp.get("/articles/<path:article_id>/related")
+@guarded
+def related(article_id: str) -> Response:
+    """The articles closest to this one. (An article whose own id ends in "/related" is served by the route
+    above only for its related articles; ``GET /articles/<id>`` of such an id is not reachable.)"""
+    body = validate_body(
+        {"article_id": article_id, **query_to_body(request.args, GET_RELATED_PARAMS, "RelatedRequest")},
+        "RelatedRequest",
+    )
+    return jsonify(responses.related(service().searcher(), body))
 
 
 @bp.get("/healthz")

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Settings
-from .schemas import SCHEMAS, ref
+from .schemas import MAX_ARTICLE_ID, SCHEMAS, ref
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -27,12 +27,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         405: "Method not allowed",
         413: "Request body too large",
         429: "Too many requests from this client; retry after the Retry-After header's seconds",
+        410: "The index version of this paging cursor is no longer kept; start the search again",
         503: "No index is loaded",
     }
     return {str(s): _json(ref("Error"), text[s]) for s in statuses}
 
-
-MAX_ARTICLE_ID = 1024
 
 # GET /search: each query parameter and where it goes in a SearchRequest body. The parameters' schemas are the body
 # fields' schemas, and the app turns a query string into a body and validates that (one definition for both).
@@ -48,21 +47,39 @@ GET_SEARCH_PARAMS: dict[str, tuple[str, ...]] = {
     "article_id": ("filters", "article_ids"),
     "published_after": ("filters", "published_after"),
     "published_before": ("filters", "published_before"),
+    "explain": ("explain",),
+    "cursor": ("cursor",),
+    "facet": ("facets",),
+    "recency_half_life_days": ("recency", "half_life_days"),
+    "recency_as_of": ("recency", "as_of"),
 }
 
 
-def _get_search_parameters() -> list[dict[str, Any]]:
+# GET /articles/{article_id}/related: the same, for a RelatedRequest (the article id comes from the path).
+GET_RELATED_PARAMS: dict[str, tuple[str, ...]] = {
+    "k": ("k",),
+    "per_article": ("per_article",),
+    "source": ("filters", "source"),
+    "tag": ("filters", "tags"),
+    "published_after": ("filters", "published_after"),
+    "published_before": ("filters", "published_before"),
+}
+
+
+def query_parameters(table: dict[str, tuple[str, ...]], body_schema: str,
+                     required: tuple[str, ...] = ()) -> list[dict[str, Any]]:  # fmt: skip
+    """The query parameters standing for fields of ``body_schema``, with those fields' schemas."""
     params = []
-    for name, path in GET_SEARCH_PARAMS.items():
-        if path[0] == "filters":
-            schema = SCHEMAS["Filters"]["properties"][path[1]]
+    for name, path in table.items():
+        if path[0] in ("filters", "recency"):
+            schema = SCHEMAS[path[0].title()]["properties"][path[1]]
             # Repeatable in a query string: the list form.
             schema = next((s for s in schema.get("oneOf", ()) if s.get("type") == "array"), schema)
             description = "repeatable" if schema.get("type") == "array" else schema.get("description", "")
         else:
-            schema = SCHEMAS["SearchRequest"]["properties"][path[0]]
+            schema = SCHEMAS[body_schema]["properties"][path[0]]
             description = ""
-        param: dict[str, Any] = {"name": name, "in": "query", "required": name == "q", "schema": schema}
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": schema}
         if schema.get("type") == "array":
             param.update(style="form", explode=True)
         if description:
@@ -93,14 +110,15 @@ def openapi_spec(settings: Settings | None = None) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/search": {
             "get": search_op(
-                {"summary": "Search passages", "operationId": "searchGet", "parameters": _get_search_parameters(),
+                {"summary": "Search passages", "operationId": "searchGet",
+                 "parameters": query_parameters(GET_SEARCH_PARAMS, "SearchRequest", ("q",)),
                  "responses": {"200": search_ok}},
-                400, 503,
+                400, 410, 503,
             ),
             "post": search_op(
                 {"summary": "Search passages (JSON body)", "operationId": "searchPost",
                  "requestBody": body("SearchRequest"), "responses": {"200": search_ok}},
-                400, 413, 503,
+                400, 410, 413, 503,
             ),
         },
         "/search/batch": {
@@ -125,6 +143,17 @@ def openapi_spec(settings: Settings | None = None) -> dict[str, Any]:
                  "parameters": [{"name": "article_id", "in": "path", "required": True,
                                  "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ARTICLE_ID}}],
                  "responses": {"200": _json(ref("Article"), "The article")}},
+                400, 404, 503,
+            )
+        },
+        "/articles/{article_id}/related": {
+            "get": search_op(
+                {"summary": "The articles closest to this one (its stored passage vectors; itself and copies left out)",
+                 "operationId": "relatedArticles",
+                 "parameters": [{"name": "article_id", "in": "path", "required": True,
+                                 "schema": SCHEMAS["RelatedRequest"]["properties"]["article_id"]},
+                                *query_parameters(GET_RELATED_PARAMS, "RelatedRequest")],
+                 "responses": {"200": _json(ref("RelatedResponse"), "Related articles, closest first")}},
                 400, 404, 503,
             )
         },

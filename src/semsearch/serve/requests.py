@@ -16,7 +16,7 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.datastructures import MultiDict
 
 from ..errors import InvalidRequestError
-from .openapi import GET_SEARCH_PARAMS, openapi_spec
+from .openapi import openapi_spec, query_parameters
 
 _SPEC_URI = "urn:semsearch:openapi"
 
@@ -49,23 +49,23 @@ def validate(data: Any, schema_name: str) -> dict[str, Any]:
     return _integral_to_int(data)  # type: ignore[no-any-return]
 
 
-def search_args_to_body(args: MultiDict[str, str]) -> dict[str, Any]:
-    """``GET /search``'s query string as the SearchRequest body it stands for (then validated like a POST body).
-    Parameters are converted by their schema's type; a value that is not of that type is left as a string, for the
-    schema to reject with its message."""
-    unknown = sorted(set(args) - set(GET_SEARCH_PARAMS))
+def query_to_body(args: MultiDict[str, str], table: dict[str, tuple[str, ...]], body_schema: str,
+                  required: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """A query string as the body it stands for (``table``: parameter -> body field), then validated like a POST
+    body. Parameters are converted by their schema's type; a value that is not of that type is left as a string,
+    for the schema to reject with its message."""
+    unknown = sorted(set(args) - set(table))
     if unknown:
-        raise InvalidRequestError(
-            f"unknown parameter(s): {', '.join(unknown)} (allowed: {', '.join(GET_SEARCH_PARAMS)})"
-        )
-    if "q" not in args:
-        raise InvalidRequestError("query parameter q is required")
-    params = {p["name"]: p["schema"] for p in openapi_spec()["paths"]["/search"]["get"]["parameters"]}
+        raise InvalidRequestError(f"unknown parameter(s): {', '.join(unknown)} (allowed: {', '.join(table)})")
+    for name in required:
+        if name not in args:
+            raise InvalidRequestError(f"query parameter {name} is required")
+    schemas = {p["name"]: p["schema"] for p in query_parameters(table, body_schema, required)}
     body: dict[str, Any] = {}
-    for name, path in GET_SEARCH_PARAMS.items():
+    for name, path in table.items():
         if name not in args:
             continue
-        schema = params[name]
+        schema = schemas[name]
         value: Any = args.getlist(name) if schema.get("type") == "array" else _scalar(args[name], schema)
         target = body
         for key in path[:-1]:
@@ -81,6 +81,12 @@ def _scalar(raw: str, schema: dict[str, Any]) -> Any:
             return int(raw)
         except ValueError:
             return raw
+    if kind == "number":
+        try:
+            value = float(raw)
+        except ValueError:
+            return raw
+        return value if math.isfinite(value) else raw
     if kind == "boolean":
         return {"true": True, "1": True, "false": False, "0": False}.get(raw.lower(), raw)
     return raw
@@ -120,6 +126,8 @@ def _message(error: ValidationError) -> str:
         if names == ["array"] and schema.get("minItems") == 1:
             return f"{field} must be a non-empty list"
         return f"{field} must be {' or '.join(_TYPE_NAMES.get(n, n) for n in names)}"
+    if kind == "exclusiveMinimum":
+        return f"{field} must be greater than {schema['exclusiveMinimum']}"
     if kind in ("minimum", "maximum"):
         low, high = schema.get("minimum"), schema.get("maximum")
         if low is not None and high is not None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..retrieve.validation import MAX_QUERY_CHARS, NON_BLANK_PATTERN
 
+MAX_ARTICLE_ID = 1024
+
 _NULLABLE_STR = {"type": ["string", "null"]}
 
 
@@ -49,6 +51,26 @@ _HIT = {
         "published": _NULLABLE_STR,
         "source": _NULLABLE_STR,
         "tags": {"type": "array", "items": {"type": "string"}},
+        "explanation": {
+            "type": "object",
+            "description": "with explain=true: how the hit was scored. Hybrid: score = (1 - keyword_weight) * "
+            "dense_normalised + keyword_weight * keyword_normalised (rrf: their sum), then decayed by recency_factor",
+            "required": ["retrievers", "fusion", "dense_score", "keyword_score", "dense_normalised",
+                         "keyword_normalised", "keyword_weight", "keyword_coverage", "recency_factor"],
+            "properties": {
+                "retrievers": {"type": "array", "items": {"enum": ["dense", "keyword"]},
+                               "description": "the retrievers whose top candidates held this passage"},
+                "fusion": {"enum": ["adaptive", "zscore", "rrf", None]},
+                "dense_score": {"type": ["number", "null"], "description": "raw cosine similarity"},
+                "keyword_score": {"type": ["number", "null"], "description": "raw BM25 score"},
+                "dense_normalised": {"type": ["number", "null"], "description": "the dense term fused"},
+                "keyword_normalised": {"type": ["number", "null"], "description": "the keyword term fused"},
+                "keyword_weight": {"type": ["number", "null"], "description": "this query's keyword weight"},
+                "keyword_coverage": {"type": ["number", "null"],
+                                     "description": "share of the query's attainable BM25 the best match reaches"},
+                "recency_factor": {"type": ["number", "null"], "description": "null when recency is off"},
+            },
+        },
     },
 }  # fmt: skip
 
@@ -85,6 +107,18 @@ SCHEMAS: dict[str, Any] = {
             "published_before": {**_DATE, "description": "ISO date or datetime, inclusive"},
         },
     },
+    "Recency": {
+        "type": "object",
+        "required": ["half_life_days"],
+        "additionalProperties": False,
+        "description": "Decay each hit's score by its article's age: factor 0.5 ** (age_days / half_life_days), "
+        "age counted back from as_of (default: now); a score s >= 0 becomes s * factor, a negative one s / factor. "
+        "Undated articles get the median factor of the query's dated candidates.",
+        "properties": {
+            "half_life_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 36500},
+            "as_of": {**_DATE, "description": "ISO date or datetime the ages are counted back from"},
+        },
+    },
     "SearchRequest": {
         "type": "object",
         "required": ["query"],
@@ -97,6 +131,40 @@ SCHEMAS: dict[str, Any] = {
             "per_article": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
             "highlights": {"type": "boolean", "default": True},
             "filters": ref("Filters"),
+            "recency": ref("Recency"),
+            "explain": {"type": "boolean", "default": False, "description": "attach an explanation to each hit"},
+            "cursor": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 16384,
+                "description": "next_cursor of the previous page (same query and options)",
+            },
+            "facets": {
+                "type": "array",
+                "items": {"enum": ["source", "tag", "published_month"]},
+                "uniqueItems": True,
+                "description": "count the query's candidate articles by these fields (see Facets)",
+            },
+        },
+    },
+    "Facets": {
+        "type": "object",
+        "required": ["articles", "counts"],
+        "description": "Article counts among the query's candidates: the passages each retriever returns at the "
+        "first page's depth (max(4k, 100); hybrid: the union of both), after filters, each article once.",
+        "properties": {
+            "articles": {"type": "integer", "minimum": 0, "description": "candidate articles counted"},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["value", "count"],
+                        "properties": {"value": {"type": "string"}, "count": {"type": "integer", "minimum": 1}},
+                    },
+                },
+            },
         },
     },
     "ArticleHit": {
@@ -115,7 +183,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "SearchResponse": {
         "type": "object",
-        "required": ["query", "k", "mode", "group_by", "took_ms", "version"],
+        "required": ["query", "k", "mode", "group_by", "took_ms", "version", "next_cursor"],
         "properties": {
             "query": {"type": "string"},
             "k": {"type": "integer"},
@@ -123,7 +191,13 @@ SCHEMAS: dict[str, Any] = {
             "group_by": {"enum": ["passage", "article"]},
             "took_ms": {"type": "number"},
             "version": {"type": "string", "description": "index version that answered"},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "pass as cursor for the next page; null: the "
+                "last page. Pages stay on the first page's version and never repeat a hit.",
+            },
             "hits": {"type": "array", "items": ref("SearchHit"), "description": "group_by=passage"},
+            "facets": ref("Facets"),
             "articles": {"type": "array", "items": ref("ArticleHit"), "description": "group_by=article"},
         },
     },
@@ -142,6 +216,8 @@ SCHEMAS: dict[str, Any] = {
             "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
             "highlights": {"type": "boolean", "default": True},
             "filters": ref("Filters"),
+            "recency": ref("Recency"),
+            "explain": {"type": "boolean", "default": False, "description": "attach an explanation to each hit"},
         },
     },
     "BatchResponse": {
@@ -194,6 +270,37 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    # The arguments of the MCP tool get_article (HTTP takes the id from the path, with the same bound).
+    "ArticleRequest": {
+        "type": "object",
+        "required": ["article_id"],
+        "additionalProperties": False,
+        "properties": {"article_id": {"type": "string", "minLength": 1, "maxLength": MAX_ARTICLE_ID}},
+    },
+    "RelatedRequest": {
+        "type": "object",
+        "required": ["article_id"],
+        "additionalProperties": False,
+        "properties": {
+            "article_id": {"type": "string", "minLength": 1, "maxLength": MAX_ARTICLE_ID},
+            "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            "per_article": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+            "filters": ref("Filters"),
+        },
+    },
+    "RelatedResponse": {
+        "type": "object",
+        "required": ["article_id", "version", "articles"],
+        "properties": {
+            "article_id": {"type": "string"},
+            "version": {"type": "string", "description": "index version that answered"},
+            "articles": {
+                "type": "array",
+                "items": ref("ArticleHit"),
+                "description": "closest articles first; score: cosine between the articles' mean passage vectors",
+            },
+        },
+    },
     "ContextRequest": {
         "type": "object",
         "required": ["query"],
@@ -204,6 +311,7 @@ SCHEMAS: dict[str, Any] = {
             "k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 8},
             "mode": {"enum": ["hybrid", "dense", "keyword"], "default": "hybrid"},
             "filters": ref("Filters"),
+            "recency": ref("Recency"),
         },
     },
     "Context": {
