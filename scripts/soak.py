@@ -575,10 +575,14 @@ def exercise(args: argparse.Namespace, server: Server, indexer: Indexer, load: s
     at(max(T / 2, run.reindex["published"] - run.t0 + 3))
     # Kill the worker holding the most client connections: the most requests in flight.
     workers = children(server.master)
-    run.held = client_ports(workers, server.port)
-    run.victim = max(workers, key=lambda pid: (len(run.held[pid]), pid))
+    busiest = client_ports(workers, server.port)
+    run.victim = max(workers, key=lambda pid: (len(busiest[pid]), pid))
     run.survivor = next(iter(workers - {run.victim}), None)
     run.os_threads = len(os.listdir(f"/proc/{run.victim}/task"))
+    # Frozen first, so that the connections it holds are read exactly: a stopped worker accepts nothing more
+    # between this reading and the kill (new connections wait in the shared listen queue for the other worker).
+    os.kill(run.victim, signal.SIGSTOP)
+    run.held = client_ports(workers, server.port)
     run.killed_at = time.time()
     os.kill(run.victim, signal.SIGKILL)
     progress(f"SIGKILL sent to worker {run.victim}")

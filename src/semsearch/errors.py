@@ -35,6 +35,19 @@ class NotFoundError(SemsearchError):
     http_status = 404
 
 
+class CursorNotFoundError(NotFoundError):
+    """A paging cursor this server did not issue (malformed, or from another deployment)."""
+
+    code = "cursor_not_found"
+
+
+class CursorMismatchError(SemsearchError):
+    """A paging cursor used with another search than the one that issued it."""
+
+    code = "cursor_mismatch"
+    http_status = 409
+
+
 class CursorExpiredError(SemsearchError):
     """A paging cursor names an index version that is no longer kept on disk."""
 

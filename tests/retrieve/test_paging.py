@@ -100,12 +100,13 @@ def test_a_cursor_belongs_to_its_search_and_expires_with_its_version(paged, fake
     first = client.post("/search", json={"query": QUERY, "k": 3}).get_json()
     cursor = first["next_cursor"]
     other = client.post("/search", json={"query": "something else", "k": 3, "cursor": cursor})
-    assert other.status_code == 400 and "cursor belongs to another search" in other.get_json()["error"]["message"]
+    assert other.status_code == 409 and "cursor belongs to another search" in other.get_json()["error"]["message"]
     mode = client.post("/search", json={"query": QUERY, "k": 3, "mode": "dense", "cursor": cursor})
-    assert mode.status_code == 400
+    assert mode.status_code == 409
+    assert conforms("/search", "post", mode)["error"]["code"] == "cursor_mismatch"
     garbage = client.post("/search", json={"query": QUERY, "k": 3, "cursor": "not-a-cursor"})
     assert (
-        garbage.status_code == 400 and "cursor is not one this server issued" in garbage.get_json()["error"]["message"]
+        garbage.status_code == 404 and "cursor is not one this server issued" in garbage.get_json()["error"]["message"]
     )
     # GET takes the same cursor.
     get = client.get("/search", query_string={"q": QUERY, "k": 3, "cursor": cursor})

@@ -3,7 +3,8 @@ returned, so that a new version published between two pages changes nothing and 
 
 Page ``n + 1`` is the next ``k`` results of the same search on the same version at the same depth, leaving out the
 passages (or articles) the earlier pages returned. The cursor is URL-safe base64 of compressed JSON; it is not
-secret, but a cursor used with another query, mode, filters or grouping is refused.
+secret. A cursor this server did not issue is not found (404); one used with another query, mode, filters or
+grouping is a conflict (409); one whose version is no longer kept has expired (410).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRequestError
+from ..errors import CursorMismatchError, CursorNotFoundError
 from .results import ArticleHit, SearchHit
 
 MAX_PAGED_RESULTS = 100
@@ -42,9 +43,9 @@ class Cursor:
             data = json.loads(raw)
             cursor = cls(str(data["v"]), int(data["d"]), tuple(data["s"]), str(data["f"]))
         except (binascii.Error, zlib.error, ValueError, KeyError, TypeError) as exc:
-            raise InvalidRequestError("cursor is not one this server issued") from exc
+            raise CursorNotFoundError("cursor is not one this server issued") from exc
         if cursor.fingerprint != fingerprint:
-            raise InvalidRequestError("cursor belongs to another search (query, mode, filters and grouping must stay)")
+            raise CursorMismatchError("cursor belongs to another search (query, mode, filters and grouping must stay)")
         return cursor
 
 

@@ -23,8 +23,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Invalid request (missing/empty/over-long query, k out of range, wrong types, malformed JSON, "
         "wrong content type, unknown fields)",
         401: "Missing or wrong bearer token",
-        404: "Not found",
+        404: "Not found (an article; a paging cursor this server did not issue)",
         405: "Method not allowed",
+        409: "A paging cursor used with another search than the one that issued it",
         413: "Request body too large",
         429: "Too many requests from this client; retry after the Retry-After header's seconds",
         410: "The index version of this paging cursor is no longer kept; start the search again",
@@ -113,12 +114,12 @@ def openapi_spec(settings: Settings | None = None) -> dict[str, Any]:
                 {"summary": "Search passages", "operationId": "searchGet",
                  "parameters": query_parameters(GET_SEARCH_PARAMS, "SearchRequest", ("q",)),
                  "responses": {"200": search_ok}},
-                400, 410, 503,
+                400, 404, 409, 410, 503,
             ),
             "post": search_op(
                 {"summary": "Search passages (JSON body)", "operationId": "searchPost",
                  "requestBody": body("SearchRequest"), "responses": {"200": search_ok}},
-                400, 410, 413, 503,
+                400, 404, 409, 410, 413, 503,
             ),
         },
         "/search/batch": {
