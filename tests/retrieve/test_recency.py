@@ -98,6 +98,10 @@ def test_recency_over_http_in_post_and_get(dated_index: Settings, fake_embedder:
         assert order.index("flood-new") < order.index("flood-old")
         off = [h["article_id"] for h in client.post("/search", json={"query": QUERY, "k": 4}).get_json()["hits"]]
         assert off != order  # off by default
+        as_of_alone = client.get("/search", query_string={"q": QUERY, "k": 4, "recency_as_of": AS_OF})
+        assert [h["article_id"] for h in conforms("/search", "get", as_of_alone)["hits"]] == [
+            h["article_id"] for h in client.get("/search", query_string={"q": QUERY, "k": 4}).get_json()["hits"]
+        ]  # no half-life, no decay
         bad = client.post("/search", json={**body, "recency": {"half_life_days": 0}})
         assert (
             bad.status_code == 400

@@ -49,8 +49,8 @@ class SearchParams:
 
 
 def recency_of(data: dict[str, Any]) -> Recency | None:
-    recency = data.get("recency")
-    return Recency(recency["half_life_days"], recency.get("as_of")) if recency else None
+    recency = data.get("recency") or {}
+    return Recency(recency["half_life_days"], recency.get("as_of")) if "half_life_days" in recency else None
 
 
 def _took(started: float) -> float:

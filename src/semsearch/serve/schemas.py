@@ -109,11 +109,11 @@ SCHEMAS: dict[str, Any] = {
     },
     "Recency": {
         "type": "object",
-        "required": ["half_life_days"],
         "additionalProperties": False,
         "description": "Decay each hit's score by its article's age: factor 0.5 ** (age_days / half_life_days), "
         "age counted back from as_of (default: now); a score s >= 0 becomes s * factor, a negative one s / factor. "
-        "Undated articles get the median factor of the query's dated candidates.",
+        "Undated articles get the median factor of the query's dated candidates. Without half_life_days there is "
+        "no decay (GET parameters are independent: recency_as_of alone changes nothing).",
         "properties": {
             "half_life_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 36500},
             "as_of": {**_DATE, "description": "ISO date or datetime the ages are counted back from"},
