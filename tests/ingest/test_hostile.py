@@ -35,6 +35,19 @@ def relative(report: LoadReport, root: Path) -> dict[str, str]:
     return {s.location.removeprefix(prefix): s.reason for s in report.skipped}
 
 
+def deny_reading(patch: pytest.MonkeyPatch, *names: str) -> None:
+    """Opening these files fails with EACCES, as it would for another user (tests run as root, for whom chmod 000
+    changes nothing)."""
+    real_open = os.open
+
+    def deny(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if Path(path).name in names:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args)
+
+    patch.setattr(semsearch.ingest.sources.os, "open", deny)
+
+
 @pytest.fixture(scope="module")
 def loaded(hostile_corpus: HostileCorpus) -> LoadReport:
     return load_articles([hostile_corpus.root])
@@ -163,17 +176,9 @@ def test_a_file_that_vanishes_or_changes_kind_mid_run_is_skipped(tmp_path: Path)
 
 
 def test_an_unreadable_file_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tests run as root, for whom chmod 000 changes nothing: make the open fail as it would for another user.
     (tmp_path / "locked.txt").write_text("Locked\n\nBody.", encoding="utf-8")
     (tmp_path / "open.txt").write_text("Open\n\nBody.", encoding="utf-8")
-    real_open = os.open
-
-    def deny(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if Path(path).name == "locked.txt":
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(semsearch.ingest.sources.os, "open", deny)
+    deny_reading(monkeypatch, "locked.txt")
     report = load_articles([tmp_path])
     assert [a.id for a in report.articles] == ["open.txt"]
     assert relative(report, tmp_path) == {"locked.txt": "cannot read file: Permission denied"}
@@ -367,16 +372,9 @@ def test_a_reindex_keeps_the_articles_of_a_file_it_could_not_read(tmp_path: Path
     settings = Settings(index_dir=index_dir)
     embedder = FakeEmbedder()
     build_index([corpus], index_dir, settings, embedder=embedder)
-    real_open = os.open
-
-    def deny(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if Path(path).name in ("locked.txt", "records.jsonl"):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real_open(path, flags, *args)
-
     (corpus / "other.txt").unlink()  # a real deletion in the same run
     with monkeypatch.context() as patch:
-        patch.setattr(semsearch.ingest.sources.os, "open", deny)
+        deny_reading(patch, "locked.txt", "records.jsonl")
         report = reindex([corpus], index_dir, settings, embedder=embedder)
     assert report.removed == 1
     assert {s.location.removeprefix(f"{corpus}/"): s.kept for s in report.skipped} == {"locked.txt": True,
@@ -400,14 +398,7 @@ def test_the_cli_says_when_a_skipped_file_keeps_its_articles(tmp_path: Path, mon
     runner = CliRunner()
     index_dir = str(tmp_path / "index")
     assert runner.invoke(main, ["index", str(corpus), "--index-dir", index_dir]).exit_code == 0
-    real_open = os.open
-
-    def deny(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if Path(path).name == "locked.txt":
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(semsearch.ingest.sources.os, "open", deny)
+    deny_reading(monkeypatch, "locked.txt")
     result = runner.invoke(main, ["reindex", str(corpus), "--index-dir", index_dir])
     assert result.exit_code == 0, result.output
     assert (
