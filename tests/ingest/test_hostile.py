@@ -210,8 +210,25 @@ def test_a_directory_tree_deeper_than_the_recursion_limit_is_walked(tmp_path: Pa
         Path("bottom.txt").write_text("Bottom\n\nFound at the bottom.", encoding="utf-8")
     finally:
         os.chdir(cwd)
-    files = list(iter_source_files([tmp_path], (), []))
-    assert [f.rel_id for f in files] == ["d/" * 1_200 + "bottom.txt"]
+    try:
+        files = list(iter_source_files([tmp_path], (), []))
+        assert [f.rel_id for f in files] == ["d/" * 1_200 + "bottom.txt"]
+    finally:
+        _remove_chain(tmp_path, 1_200)
+
+
+def _remove_chain(root: Path, depth: int) -> None:
+    """Remove the tree bottom up, one level at a time: shutil.rmtree (pytest's cleanup of old tmp dirs) recurses
+    per level and fails with RecursionError on it."""
+    cwd = os.getcwd()
+    try:
+        os.chdir(root / Path(*["d"] * depth))
+        os.remove("bottom.txt")
+        for _ in range(depth):
+            os.chdir("..")
+            os.rmdir("d")
+    finally:
+        os.chdir(cwd)
 
 
 def test_a_long_paragraph_without_breaks_is_split_by_the_token_budget_in_linear_work(fake_embedder) -> None:
