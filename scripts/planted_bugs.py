@@ -166,6 +166,53 @@ BUGS = (
         "        if False:",
         ("tests/index/test_integrity.py",),
     ),
+    PlantedBug(
+        "front-matter-structures-kept",
+        "src/semsearch/ingest/frontmatter.py",
+        "        if plain is _DROP:",
+        "        if False:",
+        ("tests/ingest/test_frontmatter.py::test_structures_and_alias_bombs_are_dropped_not_stored",),
+    ),
+    PlantedBug(
+        "front-matter-rule-mid-text-taken",
+        "src/semsearch/ingest/frontmatter.py",
+        "    opened = _OPEN.match(text)",
+        '    opened = re.compile(r"^---[ \\t]*\\n", re.MULTILINE).search(text)',
+        ("tests/ingest/test_frontmatter.py",),
+    ),
+    PlantedBug(
+        "page-facet-filter-not-sent",
+        "src/semsearch/serve/static/search.js",
+        '  for (const v of state.source) p.append("source", v);\n  for (const v of state.tag) p.append("tag", v);\n'
+        "  if (state.after)",
+        '  for (const v of state.tag) p.append("tag", v);\n  if (state.after)',
+        ("tests/integration/test_search_page.py",),
+        integration=True,
+    ),
+    PlantedBug(
+        "page-next-without-cursor",
+        "src/semsearch/serve/static/search.js",
+        "const cursor = entry.cursors[n - 1];",
+        "const cursor = null;",
+        ("tests/integration/test_search_page.py",),
+        integration=True,
+    ),
+    PlantedBug(
+        "page-recent-toggle-ignored",
+        "src/semsearch/serve/static/search.js",
+        'p.set("recency_half_life_days", RECENT_HALF_LIFE_DAYS);',
+        "",
+        ("tests/integration/test_search_page.py",),
+        integration=True,
+    ),
+    PlantedBug(
+        "page-month-has-30-days",
+        "src/semsearch/serve/static/search.js",
+        "const last = new Date(Date.UTC(y, m, 0)).getUTCDate();",
+        "const last = 30;",
+        ("tests/integration/test_search_page.py",),
+        integration=True,
+    ),
 )
 
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)

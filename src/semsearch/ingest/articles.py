@@ -6,6 +6,7 @@ Bad files and rows are reported as :class:`SkippedSource` and never stop the res
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .dates import normalise_date
+from .frontmatter import split_front_matter
 from .sources import (
     HTML_SUFFIXES,
     MAX_ARTICLE_FILE_BYTES,
@@ -144,7 +146,7 @@ def _read_file(file: SourceFile, report: LoadReport) -> Iterator[Article]:
         return
     try:
         if suffix in TEXT_SUFFIXES:
-            yield parse_text_article(text, file.rel_id, where, markdown=suffix != ".txt")
+            yield parse_text_article(text, file.rel_id, where, markdown=suffix != ".txt", warnings=report.warnings)
         elif suffix in HTML_SUFFIXES:
             yield parse_html_article(text, file.rel_id, where)
         elif suffix == ".csv":
@@ -163,20 +165,46 @@ def _normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def parse_text_article(text: str, article_id: str, path: str | None = None, *, markdown: bool = False) -> Article:
-    """Headline on the first non-empty line, body after it (as in the seed article)."""
-    text = _normalise_newlines(text)
-    lines = text.split("\n")
-    idx = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if idx is None:
-        raise _BadRecord("empty file")
-    title = lines[idx].strip()
-    if markdown:
-        title = title.lstrip("#").strip()
-    body = "\n".join(lines[idx + 1 :]).strip("\n").rstrip()
+def parse_text_article(
+    text: str, article_id: str, path: str | None = None, *, markdown: bool = False, warnings: list[str] | None = None
+) -> Article:
+    """Headline on the first non-empty line, body after it (as in the seed article).
+
+    Optional front matter (see :mod:`.frontmatter`) gives the metadata: ``published`` (or ``date``), ``source``,
+    ``tags``, ``url``, and ``title``, in which case the whole text after the block is the body. Other fields are
+    kept as metadata.
+    """
+    where = path or article_id
+    front = split_front_matter(_normalise_newlines(text), where)
+    if warnings is not None:
+        warnings.extend(front.warnings)
+    fields = dict(front.fields)
+    title = fields.pop("title", None)
+    if isinstance(title, str) and title.strip():
+        body = front.body
+    else:
+        lines = front.body.split("\n")
+        idx = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if idx is None:
+            raise _BadRecord("empty file")
+        title = lines[idx].strip()
+        if markdown:
+            title = title.lstrip("#").strip()
+        body = "\n".join(lines[idx + 1 :])
+    body = body.strip("\n").rstrip()
     if not body.strip():
         raise _BadRecord("no text after the headline")
-    return Article(id=article_id, title=title, text=body, path=path)
+    if not fields:
+        return Article(id=article_id, title=title, text=body, path=path)
+    if "published" not in fields and "date" in fields:
+        fields["published"] = fields.pop("date")
+    fields.pop("text", None)
+    fields.pop("_id", None)
+    fields.pop("id", None)  # the path names a file's article, so that a reindex recognises it
+    if not isinstance(fields.get("tags", ""), str | list):
+        fields["tags"] = str(fields["tags"])
+    article = record_to_article({**fields, "title": title, "text": body}, article_id, where, warnings)
+    return dataclasses.replace(article, text=body, path=path)
 
 
 # Elements that are never text, wherever they are (a script inside the <h1> too).
@@ -225,6 +253,8 @@ def parse_html_article(html: str, article_id: str, path: str | None = None) -> A
     if published is None and time_node is not None:
         published = time_node.attributes.get("datetime")
     source = meta("og:site_name")
+    tags = [(node.attributes.get("content") or "").strip() for node in tree.css('meta[property="article:tag"]')]
+    tags = [tag for tag in tags if tag] or list(_parse_tags(meta("keywords")))
 
     for node in container.css(_HTML_DROP):
         node.decompose()
@@ -247,6 +277,7 @@ def parse_html_article(html: str, article_id: str, path: str | None = None) -> A
         url=url,
         published=normalise_date(published),
         source=source,
+        tags=tuple(dict.fromkeys(tags)),
         path=path,
     )
 
