@@ -45,8 +45,8 @@ BUGS = (
     PlantedBug(
         "warm-does-nothing",
         "src/semsearch/index/reader.py",
-        "        self.keyword.warm()\n        for segment in self.segments:",
-        "        return\n        for segment in self.segments:",
+        "            self.keyword.warm()\n            for segment in self.segments:",
+        "            return\n            for segment in self.segments:",
         ("tests/index/test_store.py",),
     ),
     PlantedBug(
@@ -94,8 +94,9 @@ BUGS = (
     PlantedBug(
         "leftovers-of-a-killed-writer-kept",
         "src/semsearch/index/layout.py",
-        "            shutil.rmtree(path, ignore_errors=True)\n            removed.append(path.name)",
-        "            removed.append(path.name)",
+        "                    if path.is_dir():\n                        shutil.rmtree(path, ignore_errors=True)\n"
+        "                    else:\n                        path.unlink(missing_ok=True)",
+        "                    pass",
         ("tests/index/test_crash_safety.py",),
     ),
     PlantedBug(
@@ -179,6 +180,13 @@ BUGS = (
         "    opened = _OPEN.match(text)",
         '    opened = re.compile(r"^---[ \\t]*\\n", re.MULTILINE).search(text)',
         ("tests/ingest/test_frontmatter.py",),
+    ),
+    PlantedBug(
+        "paging-depth-grows-with-the-page",
+        "src/semsearch/retrieve/searcher.py",
+        "explain=explain, depth=state.depth)  # fmt: skip\n                fresh_hits",
+        "explain=explain, depth=max(4 * total, 100))  # fmt: skip\n                fresh_hits",
+        ("tests/retrieve/test_paging.py",),
     ),
     PlantedBug(
         "page-facet-filter-not-sent",

@@ -147,3 +147,39 @@ def test_the_client_walks_the_pages(paged) -> None:  # type: ignore[no-untyped-d
     finally:
         server.shutdown()
         server.server_close()
+
+
+WORDS = ("harbour railway library museum stadium hospital school market airport river bridge council tram ferry "
+         "garden theatre tower canal park square").split()  # fmt: skip
+
+
+@pytest.mark.parametrize("group_by", ["passage", "article"])
+def test_pages_of_a_corpus_deeper_than_the_depth_follow_the_first_page_s_ranking(
+    tmp_path: Path, fake_embedder: FakeEmbedder, group_by: str
+) -> None:
+    """150 passages, more than the first page's retrieval depth (100): every page must rank at that depth, and
+    leave out what earlier pages returned rather than count an offset."""
+    from semsearch import Searcher
+
+    articles = []
+    for i in range(150):
+        words = " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(1 + i % 5))
+        articles.append(Article(id=f"a{i:03}.txt", title=f"Story {i}", text=f"The {words} plan number {i} passed."))
+    settings = Settings(index_dir=tmp_path / "index")
+    Index(settings.index_dir, settings, embedder=fake_embedder).upsert(articles)
+    with Searcher.open(settings.index_dir, settings, embedder=fake_embedder) as searcher:
+        assert searcher.manifest.passages == 150
+        ranked = searcher._at(None)  # the whole ranking at the first page's depth, in one call
+        if group_by == "passage":
+            expected = [h.passage_id for h in ranked.search(QUERY, 100, depth=100)]
+        else:
+            expected = [a.article_id for a in ranked.search_articles(QUERY, 100, per_article=2, depth=100)]
+        got, cursor = [], None
+        while True:
+            page = searcher.search_page(QUERY, 4, cursor=cursor, group_by=group_by, per_article=2)
+            got += [h.passage_id for h in page.hits] if group_by == "passage" else [a.article_id for a in page.articles]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    assert len(expected) == 100  # the most one search pages through
+    assert got == expected
