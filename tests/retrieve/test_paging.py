@@ -149,8 +149,7 @@ def test_the_client_walks_the_pages(paged) -> None:  # type: ignore[no-untyped-d
         server.server_close()
 
 
-WORDS = ("harbour railway library museum stadium hospital school market airport river bridge council tram ferry "
-         "garden theatre tower canal park square").split()  # fmt: skip
+WORDS = [*TOPICS, "bridge", "council", "tram", "ferry", "garden", "theatre", "tower", "canal", "park", "square"]
 
 
 @pytest.mark.parametrize("group_by", ["passage", "article"])
