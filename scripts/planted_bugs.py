@@ -189,6 +189,27 @@ BUGS = (
         ("tests/retrieve/test_paging.py",),
     ),
     PlantedBug(
+        "rerank-order-not-applied",
+        "src/semsearch/retrieve/version_searcher.py",
+        "out = [replace(head[i], score=float(scores[i]), rerank=float(scores[i])) for i in order]",
+        "out = [replace(head[i], score=float(scores[i]), rerank=float(scores[i])) for i in range(len(head))]",
+        ("tests/retrieve/test_rerank.py",),
+    ),
+    PlantedBug(
+        "rerank-tail-scores-not-shifted",
+        "src/semsearch/retrieve/version_searcher.py",
+        "            out += [replace(c, score=c.score + shift) for c in tail]",
+        "            out += tail",
+        ("tests/retrieve/test_rerank.py",),
+    ),
+    PlantedBug(
+        "rerank-skipped-for-articles",
+        "src/semsearch/retrieve/version_searcher.py",
+        "        candidates = self._rerank(version, query, candidates)\n",
+        "",
+        ("tests/retrieve/test_rerank.py",),
+    ),
+    PlantedBug(
         "page-facet-filter-not-sent",
         "src/semsearch/serve/static/search.js",
         '  for (const v of state.source) p.append("source", v);\n  for (const v of state.tag) p.append("tag", v);\n'

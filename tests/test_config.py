@@ -91,6 +91,8 @@ def test_every_setting_is_parsed_by_its_declared_type(tmp_path: Path) -> None:
         "rate_limit": ("12.5", 12.5),
         "rate_burst": ("30", 30),
         "max_body_bytes": ("1024", 1024),
+        "rerank_model": ("cross-encoder/some-model", "cross-encoder/some-model"),
+        "rerank_depth": ("50", 50),
     }
     environ = {f"SEMSEARCH_{name.upper()}": raw for name, (raw, _) in raw_and_parsed.items()}
     settings = Settings.from_env(environ=environ)

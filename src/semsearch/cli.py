@@ -44,6 +44,24 @@ index_dir_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
 
+def rerank_options(command: Any) -> Any:
+    """--rerank-model and --rerank-depth: the settings of the same names, for one command."""
+    command = click.option("--rerank-depth", type=click.IntRange(1, 1000), default=None,
+                           help="Candidates the rerank model reads [default: $SEMSEARCH_RERANK_DEPTH or 30].")(command)  # fmt: skip
+    return click.option("--rerank-model", default=None,
+                        help="Rerank the best candidates with this sentence-transformers CrossEncoder (name or path) "
+                        "[default: $SEMSEARCH_RERANK_MODEL; none].")(command)  # fmt: skip
+
+
+def _rerank_overrides(rerank_model: str | None, rerank_depth: int | None) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if rerank_model is not None:
+        overrides["rerank_model"] = rerank_model
+    if rerank_depth is not None:
+        overrides["rerank_depth"] = rerank_depth
+    return overrides
+
+
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     base: Settings = ctx.obj
     return base.with_(**overrides)
@@ -205,25 +223,28 @@ def upgrade(ctx: click.Context, index_dir: Path | None, wait: bool, as_json: boo
 @click.option("--half-life", "half_life", type=float, default=None,
               help="Decay scores by article age with this half-life in days (recent first).")  # fmt: skip
 @click.option("--as-of", "as_of", default=None, help="Count ages back from this ISO date (default: now).")
+@click.option("--explain", is_flag=True, help="With --json: how each hit was scored.")
+@rerank_options
 @index_dir_option
 @json_option
 @click.pass_context
 @_fail_cleanly
 def search(ctx: click.Context, query: str, k: int, mode: str, source: tuple[str, ...], tag: tuple[str, ...],
            published_after: str | None, published_before: str | None, half_life: float | None, as_of: str | None,
-           index_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+           explain: bool, rerank_model: str | None, rerank_depth: int | None, index_dir: Path | None,
+           as_json: bool) -> None:  # fmt: skip
     """Print the passages that best match QUERY."""
     from .retrieve.filters import SearchFilters
     from .retrieve.recency import Recency
     from .retrieve.searcher import Searcher
 
-    settings = _settings(ctx, index_dir=index_dir)
+    settings = _settings(ctx, index_dir=index_dir, **_rerank_overrides(rerank_model, rerank_depth))
     filters = SearchFilters(source=source, tags=tag, published_after=published_after, published_before=published_before)
     if as_of is not None and half_life is None:
         raise InvalidRequestError("--as-of needs --half-life")
     recency = Recency(half_life, as_of) if half_life is not None else None
     with Searcher.open(settings.index_dir, settings) as searcher:
-        hits = searcher.search(query, k=k, mode=mode, filters=filters, recency=recency)
+        hits = searcher.search(query, k=k, mode=mode, filters=filters, recency=recency, explain=explain)
     if as_json:
         click.echo(json.dumps({"query": query, "k": k, "hits": [h.to_dict() for h in hits]}, indent=2))
         return
@@ -319,16 +340,18 @@ def info(ctx: click.Context, index_dir: Path | None, as_json: bool) -> None:
 @index_dir_option
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default="hybrid", show_default=True)
 @click.option("--fusion", type=click.Choice(["adaptive", "zscore", "rrf"]), default="adaptive", show_default=True)
+@rerank_options
 @json_option
 @click.pass_context
 @_fail_cleanly
-def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str, fusion: str, as_json: bool) -> None:
+def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str, fusion: str,
+          rerank_model: str | None, rerank_depth: int | None, as_json: bool) -> None:  # fmt: skip
     """Index a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/test.tsv) and report nDCG@10, Recall@100 and
     MRR@10 at document level, or at passage level when the judgements name passages (DOC_ID#ORDINAL). With
     --index-dir the index is kept (and reused incrementally next time)."""
     from .eval.beir import evaluate_beir
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, **_rerank_overrides(rerank_model, rerank_depth))
     report = evaluate_beir(beir_dir, settings, index_dir=index_dir, mode=mode, fusion=fusion)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
@@ -354,17 +377,19 @@ def eval_(ctx: click.Context, beir_dir: Path, index_dir: Path | None, mode: str,
     multiple=True,
     help="Bring the index up to date with these sources before serving (built on first run, then incremental).",
 )
+@rerank_options
 @index_dir_option
 @click.pass_context
 @_fail_cleanly
 def serve(ctx: click.Context, host: str, port: int, workers: int | None, threads: int, dev: bool,
-          corpus: tuple[Path, ...], index_dir: Path | None) -> None:  # fmt: skip
+          corpus: tuple[Path, ...], rerank_model: str | None, rerank_depth: int | None,
+          index_dir: Path | None) -> None:  # fmt: skip
     """Serve the HTTP API (search page at /, OpenAPI spec at /openapi.json)."""
     from .index.build import reindex
     from .serve.gunicorn import default_workers
     from .serve.gunicorn import serve as run_server
 
-    settings = _settings(ctx, index_dir=index_dir)
+    settings = _settings(ctx, index_dir=index_dir, **_rerank_overrides(rerank_model, rerank_depth))
     workers = workers or default_workers()
     if corpus:
         report = reindex(corpus, settings.index_dir, settings, wait_for_lock=True)

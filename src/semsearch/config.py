@@ -131,6 +131,11 @@ class Settings:
     key, else its address); over it: 429 with Retry-After. None: no limit."""
     rate_burst: int | None = field(default=None, metadata=_limits(ge=1))
     """Requests a client may make at once before ``rate_limit`` applies; None: twice the rate (at least 1)."""
+    rerank_model: str | None = None
+    """A sentence-transformers CrossEncoder name or path that reorders the best ``rerank_depth`` candidates of every
+    search (:mod:`semsearch.models.reranker`); None: no rerank stage."""
+    rerank_depth: int = field(default=30, metadata=_limits(ge=1, le=1000))
+    """How many of the best fused candidates the rerank model reads (its cost grows with it: one model pass each)."""
     cors_origins: tuple[str, ...] = ()
     reload_check_seconds: float = field(default=1.0, metadata=_limits(ge=0))
     """How often a server checks the index directory for a newly published version."""

@@ -25,6 +25,7 @@ from ..errors import SourceError
 from ..index.build import apply_articles
 from ..ingest.articles import LoadReport, SkippedSource, record_to_article
 from ..models.embedding import Embedder
+from ..models.reranker import PairScorer
 
 RankedDocs = list[tuple[str, float]]
 
@@ -47,6 +48,8 @@ class EvalReport:
     search_seconds: float
     mode: str
     level: str = "document"
+    rerank_model: str | None = None
+    rerank_depth: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,8 @@ class EvalReport:
             "search_seconds": round(self.search_seconds, 2),
             "mode": self.mode,
             "level": self.level,
+            "rerank_model": self.rerank_model,
+            "rerank_depth": self.rerank_depth,
         }
 
 
@@ -146,6 +151,7 @@ def evaluate_beir(
     mode: str = "hybrid",
     fusion: str = "adaptive",
     fusion_weight: float | None = None,
+    reranker: PairScorer | None = None,
 ) -> EvalReport:
     """Index a BEIR dataset with the normal pipeline (incrementally, if ``index_dir`` already holds it) and score
     the test queries at the level the judgements name (:func:`evaluation_level`)."""
@@ -158,13 +164,15 @@ def evaluate_beir(
         started = time.perf_counter()
         apply_articles(data.corpus, target, settings, embedder=embedder)
         index_seconds = time.perf_counter() - started
-        with Searcher.open(target, settings, embedder=embedder, fusion=fusion, fusion_weight=fusion_weight) as searcher:
+        with Searcher.open(target, settings, embedder=embedder, fusion=fusion, fusion_weight=fusion_weight,
+                           reranker=reranker) as searcher:  # fmt: skip
             qids = [q for q in data.qrels if q in data.queries]
             rank = rank_passages if level == "passage" else rank_documents
             started = time.perf_counter()
             ranked = rank(searcher, [data.queries[q] for q in qids], mode)
             search_seconds = time.perf_counter() - started
             passages = searcher.manifest.passages
+            rerank_model = searcher.reranker.name if searcher.reranker is not None else None
     metrics = score_run(data.qrels, dict(zip(qids, ranked, strict=True)))
     return EvalReport(
         ndcg_at_10=metrics["ndcg@10"],
@@ -176,6 +184,8 @@ def evaluate_beir(
         search_seconds=search_seconds,
         mode=mode if mode != "hybrid" else f"hybrid/{fusion}",
         level=level,
+        rerank_model=rerank_model,
+        rerank_depth=settings.rerank_depth if rerank_model else None,
     )
 
 

@@ -27,7 +27,8 @@ class Explanation:
     over the query's candidates for ``adaptive``/``zscore``, reciprocal ranks for ``rrf``); the hybrid score is
     ``(1 - keyword_weight) * dense_normalised + keyword_weight * keyword_normalised`` (``rrf``: their sum), then decayed
     by ``recency_factor`` when recency is on. ``keyword_coverage``: how much of the query the best keyword match
-    covers (it gates the adaptive weight)."""
+    covers (it gates the adaptive weight). ``rerank_score``: the rerank model's score, which replaced the fused
+    score of the best ``rerank_depth`` candidates (None: rerank off, or the hit was below that depth)."""
 
     retrievers: tuple[str, ...]
     fusion: str | None = None
@@ -38,6 +39,7 @@ class Explanation:
     keyword_weight: float | None = None
     keyword_coverage: float | None = None
     recency_factor: float | None = None
+    rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

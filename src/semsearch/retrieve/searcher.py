@@ -22,6 +22,7 @@ from ..index.layout import IndexLayout
 from ..index.manifest import IndexManifest
 from ..index.reader import IndexVersion, StoredArticle, open_current
 from ..models.embedding import Embedder, load_embedder
+from ..models.reranker import PairScorer, load_reranker
 from .filters import SearchFilters
 from .fusion import FUSIONS
 from .paging import MAX_PAGED_RESULTS, Cursor, SearchPage, fingerprint
@@ -50,9 +51,11 @@ class Searcher:
         settings: Settings,
         fusion: str,
         fusion_weight: float | None = None,
+        reranker: PairScorer | None = None,
     ) -> None:
         self._layout = layout
-        self._current = VersionSearcher(version, embedder, fusion, fusion_weight)
+        self._reranker = reranker
+        self._current = VersionSearcher(version, embedder, fusion, fusion_weight, reranker, settings.rerank_depth)
         self._embedder = embedder
         self._settings = settings
         self._fusion = fusion
@@ -74,13 +77,15 @@ class Searcher:
         embedder: Embedder | None = None,
         fusion: str = "adaptive",
         fusion_weight: float | None = None,
+        reranker: PairScorer | None = None,
     ) -> Searcher:
         """Open the current version of the index at ``index_dir`` (default ``settings.index_dir``).
 
         Fails with :class:`IndexMismatchError` when the index was built with another model or dimension than
         the embedder (by default, the one ``settings`` names), rather than returning meaningless results.
         ``fusion`` picks the hybrid fusion; ``fusion_weight`` overrides its keyword weight (the cap for
-        ``adaptive``, the fixed weight for ``zscore``).
+        ``adaptive``, the fixed weight for ``zscore``). ``reranker`` (default: the ``settings.rerank_model``
+        cross-encoder, if any) reorders the best ``settings.rerank_depth`` candidates of every search.
         """
         if fusion not in FUSIONS:
             raise InvalidRequestError(f"fusion must be one of {', '.join(FUSIONS)}")
@@ -93,7 +98,9 @@ class Searcher:
                 _check_model_name(version.manifest, settings.model)
             embedder = load_embedder(settings.with_(model=settings.model or version.manifest.model_id))
         _check_compatible(version.manifest, embedder)
-        return cls(layout, version, embedder, settings, fusion, fusion_weight)
+        if reranker is None and settings.rerank_model:
+            reranker = load_reranker(settings)
+        return cls(layout, version, embedder, settings, fusion, fusion_weight, reranker)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -109,6 +116,11 @@ class Searcher:
     @property
     def embedder(self) -> Embedder:
         return self._embedder
+
+    @property
+    def reranker(self) -> PairScorer | None:
+        """The rerank stage's model, or None when there is none."""
+        return self._reranker
 
     @property
     def index_dir(self) -> Path:
@@ -159,7 +171,7 @@ class Searcher:
                 raise
             version.adopt(old)
             # The old version is not closed: searches in flight still use it; it is freed when they finish.
-            self._current = VersionSearcher(version, self._embedder, self._fusion, self._fusion_weight)
+            self._current = self._version_searcher(version)
             self._failed_version = self.last_reload_error = None
             return True
 
@@ -214,11 +226,15 @@ class Searcher:
 
     # -- search --------------------------------------------------------------------------------------
 
+    def _version_searcher(self, version: IndexVersion) -> VersionSearcher:
+        return VersionSearcher(version, self._embedder, self._fusion, self._fusion_weight, self._reranker,
+                               self._settings.rerank_depth)  # fmt: skip
+
     def _at(self, version: IndexVersion | None) -> VersionSearcher:
         current = self._current
         if version is None or version is current.version:
             return current
-        return VersionSearcher(version, self._embedder, self._fusion, self._fusion_weight)
+        return self._version_searcher(version)
 
     def search(
         self,

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import InvalidRequestError, NotFoundError
 from ..index.reader import IndexVersion, PassageRecord, StoredArticle
 from ..models.embedding import Embedder
+from ..models.reranker import PairScorer
 from .context import assemble
 from .filters import SearchFilters
 from .fusion import fuse
@@ -34,6 +35,7 @@ class _Candidate:
     dense: float | None
     keyword: float | None
     recency: float | None = None
+    rerank: float | None = None
     why: Explanation | None = None
     """How the retrievers and the fusion scored it (only when asked to explain)."""
 
@@ -41,11 +43,14 @@ class _Candidate:
 class VersionSearcher:
     """Search one :class:`IndexVersion` with one embedder. Thread-safe; cheap to create."""
 
-    def __init__(self, version: IndexVersion, embedder: Embedder, fusion: str, fusion_weight: float | None) -> None:
+    def __init__(self, version: IndexVersion, embedder: Embedder, fusion: str, fusion_weight: float | None,
+                 reranker: PairScorer | None = None, rerank_depth: int = 30) -> None:  # fmt: skip
         self.version = version
         self.embedder = embedder
         self.fusion = fusion
         self.fusion_weight = fusion_weight
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
 
     def search(
         self,
@@ -85,8 +90,11 @@ class VersionSearcher:
         # a newer one from further down.
         # ``depth`` fixed by the caller (paging): every candidate at that depth is ranked, whatever ``k``, so pages
         # asking for more results see the same ranking.
+        if self.reranker is not None:
+            window = max(window, self.rerank_depth)  # the rerank model reads the best rerank_depth, whatever k
         ranked = self._ranked(version, queries, k, mode, filters, depth=depth or max(4 * k, 100),
                               limit=None if recency or depth else window, explain=explain)  # fmt: skip
+        ranked = [self._rerank(version, q, candidates) for q, candidates in zip(queries, ranked, strict=True)]
         if recency is not None:
             ranked = [_decay(version, candidates, recency)[:window] for candidates in ranked]
         out = []
@@ -120,6 +128,7 @@ class VersionSearcher:
         version = self.version
         (candidates,) = self._ranked(version, [query], k, mode, filters,
                                      depth=depth or max(3 * k * per_article, 200), explain=explain)  # fmt: skip
+        candidates = self._rerank(version, query, candidates)
         if recency is not None:
             candidates = _decay(version, candidates, recency)
         groups: dict[str, list[_Candidate]] = {}
@@ -265,6 +274,24 @@ class VersionSearcher:
             )  # fmt: skip
         return out
 
+    def _rerank(self, version: IndexVersion, query: str, candidates: list[_Candidate]) -> list[_Candidate]:
+        """The best ``rerank_depth`` candidates reordered by the rerank model's score, which becomes their score;
+        the rest follow in their order, their scores shifted to stay below the last reranked one (differences
+        kept), so that scores still fall with the rank."""
+        if self.reranker is None or not candidates:
+            return candidates
+        head, tail = candidates[: self.rerank_depth], candidates[self.rerank_depth :]
+        records = version.passages([c.passage_id for c in head])
+        # The title gives the passage its context, as it does for the embedding (ChunkSettings.title_context).
+        texts = [f"{r.title}\n{r.text}" if r.title else r.text for r in (records[c.passage_id] for c in head)]
+        scores = self.reranker.score(query, texts)
+        order = np.argsort(-scores, kind="stable")
+        out = [replace(head[i], score=float(scores[i]), rerank=float(scores[i])) for i in order]
+        if tail:
+            shift = float(scores.min()) - 1.0 - tail[0].score
+            out += [replace(c, score=c.score + shift) for c in tail]
+        return out
+
     def _dedupe(self, version: IndexVersion, candidates: list[_Candidate], k: int) -> list[_Candidate]:
         """The first ``k`` candidates that are not near-duplicates (cosine >= DEDUPE_COSINE) of a kept one."""
         window = candidates[: _dedupe_window(k)]
@@ -324,11 +351,7 @@ def _decay(version: IndexVersion, candidates: list[_Candidate], recency: Recency
     factors = recency.factors([records[c.passage_id].published for c in candidates])
     scores = apply_recency(np.array([c.score for c in candidates]), factors)
     order = np.argsort(-scores, kind="stable")
-    return [
-        _Candidate(candidates[i].passage_id, float(scores[i]), candidates[i].dense, candidates[i].keyword,
-                   float(factors[i]), candidates[i].why)
-        for i in order
-    ]  # fmt: skip
+    return [replace(candidates[i], score=float(scores[i]), recency=float(factors[i])) for i in order]
 
 
 def _dedupe_window(k: int) -> int:
@@ -373,7 +396,7 @@ def _hit(rank: int, c: _Candidate, rec: PassageRecord, term_weights: dict[str, f
         dense_score=c.dense,
         keyword_score=c.keyword,
         highlights=highlight(rec.text, term_weights) if term_weights is not None else (),
-        explanation=replace(c.why, recency_factor=c.recency) if c.why is not None else None,
+        explanation=replace(c.why, recency_factor=c.recency, rerank_score=c.rerank) if c.why is not None else None,
     )
 
 

@@ -302,6 +302,8 @@ def stats() -> Response:
     return jsonify(
         {
             "model": m.model_id,
+            "rerank_model": searcher.reranker.name if searcher.reranker is not None else None,
+            "rerank_depth": service().settings.rerank_depth,
             "dim": m.dim,
             "precision": getattr(embedder, "precision", m.precision),
             "query_backend": getattr(getattr(embedder, "info", None), "query_backend", "torch"),

@@ -54,9 +54,11 @@ _HIT = {
         "explanation": {
             "type": "object",
             "description": "with explain=true: how the hit was scored. Hybrid: score = (1 - keyword_weight) * "
-            "dense_normalised + keyword_weight * keyword_normalised (rrf: their sum), then decayed by recency_factor",
+            "dense_normalised + keyword_weight * keyword_normalised (rrf: their sum); with a rerank model, the best "
+            "rerank_depth candidates take rerank_score instead; then decayed by recency_factor",
             "required": ["retrievers", "fusion", "dense_score", "keyword_score", "dense_normalised",
-                         "keyword_normalised", "keyword_weight", "keyword_coverage", "recency_factor"],
+                         "keyword_normalised", "keyword_weight", "keyword_coverage", "recency_factor",
+                         "rerank_score"],
             "properties": {
                 "retrievers": {"type": "array", "items": {"enum": ["dense", "keyword"]},
                                "description": "the retrievers whose top candidates held this passage"},
@@ -69,6 +71,9 @@ _HIT = {
                 "keyword_coverage": {"type": ["number", "null"],
                                      "description": "share of the query's attainable BM25 the best match reaches"},
                 "recency_factor": {"type": ["number", "null"], "description": "null when recency is off"},
+                "rerank_score": {"type": ["number", "null"],
+                                 "description": "the rerank model's score, which replaced the fused one (null: no "
+                                 "rerank model, or the hit was below rerank_depth)"},
             },
         },
     },
@@ -376,9 +381,12 @@ SCHEMAS: dict[str, Any] = {
             "segments",
             "deleted",
             "dense_recall_at_10",
+            "rerank_model",
         ],
         "properties": {
             "model": {"type": "string"},
+            "rerank_model": {"type": ["string", "null"], "description": "the rerank stage's model; null: none"},
+            "rerank_depth": {"type": "integer", "description": "candidates the rerank model reads"},
             "dim": {"type": "integer"},
             "precision": {"type": "string"},
             "query_backend": {"enum": ["torch", "onnx-fp32", "onnx-int8"]},
