@@ -18,6 +18,11 @@
   task with one short document per id, as in most BEIR sets. Built from Debian's ``wordnet-base`` and
   ``dict-gcide`` packages (``apt-get download``; skipped when they cannot be had). Definitions GCIDE took from
   WordNet are left out.
+- ``dict-questions``: entity-style questions over single-passage documents, the kind where BM25 rewards
+  documents that repeat a question's incidental words. Each document is a WordNet noun synset (title: its words;
+  text: its gloss); each query asks "Which <hypernym> is <GCIDE definition>?" of a one-sense noun, so the class
+  word appears in many glosses and the description is written independently of the answer's. 1,000 questions,
+  5,000 documents, from the same Debian packages.
 
     python scripts/make_eval_sets.py [--out bench-results/eval-sets] [--debs DIR]
 """
@@ -31,6 +36,7 @@ import random
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +97,7 @@ def write_passage_set(
 
 DICT_PACKAGES = ("wordnet-base", "dict-gcide")
 DICT_QUERIES, DICT_DOCS, DICT_SEED = 1000, 20000, 20261124
+QUESTION_QUERIES, QUESTION_DOCS = 1000, 5000
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _GCIDE_SOURCE = re.compile(r"\[(1913 Webster|Webster 1913 Suppl\.|PJC|WordNet 1\.5|RN|Century Dict\.)[^\]]*\]")
 
@@ -106,7 +113,7 @@ def _unpacked_debs(debs: Path) -> Path | None:
         for deb in debs.glob("*.deb"):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"dict-defs skipped: cannot get {', '.join(DICT_PACKAGES)} ({exc})", file=sys.stderr)
+        print(f"dict-defs and dict-questions skipped: cannot get {', '.join(DICT_PACKAGES)} ({exc})", file=sys.stderr)
         return None
     return root
 
@@ -139,11 +146,20 @@ def _gcide_definition(word: str, block: str) -> tuple[str, bool] | None:
     return body, one_noun
 
 
-def write_dictionary_set(out: Path, debs: Path) -> int | None:
-    """The ``dict-defs`` set (module docstring); the number of queries, or None when skipped."""
-    root = _unpacked_debs(debs)
-    if root is None:
-        return None
+@dataclass(frozen=True)
+class _Dictionaries:
+    gcide: dict[str, str]
+    """Word -> the first definition of its GCIDE entry (entries GCIDE took from WordNet left out)."""
+    one_sense: set[str]
+    """Words whose GCIDE entry is a noun with one sense."""
+    monosemous: set[str]
+    """Nouns with one WordNet sense."""
+    synsets: dict[str, tuple[list[str], list[str], str]]
+    """WordNet noun synset offset -> (its words, its hypernyms' offsets, its gloss without examples)."""
+
+
+def _dictionaries(root: Path) -> _Dictionaries:
+    """GCIDE and WordNet 3.0 (nouns), parsed from the unpacked Debian packages under ``root``."""
 
     def number(text: str) -> int:
         value = 0
@@ -173,16 +189,29 @@ def write_dictionary_set(out: Path, debs: Path) -> int | None:
         fields = line.split()
         if not line.startswith(" ") and fields[0].isalpha() and int(fields[2]) == 1:
             monosemous.add(fields[0])
-    gloss: dict[str, str] = {}
+    synsets: dict[str, tuple[list[str], list[str], str]] = {}
     for line in (wordnet / "data.noun").read_text(encoding="utf-8").splitlines():
         if line.startswith(" "):
             continue
         head, _, text = line.partition(" | ")
         fields = head.split()
-        definition = re.split(r';\s*"', text.strip())[0].strip(" ;")  # examples follow in quotes
-        for i in range(int(fields[3], 16)):
-            word = fields[4 + 2 * i].lower()
-            if word in monosemous:
+        count = int(fields[3], 16)
+        words = [fields[4 + 2 * i].lower() for i in range(count)]
+        rest = fields[4 + 2 * count :]
+        pointers = rest[1 : 1 + 4 * int(rest[0])]
+        hypernyms = [pointers[i + 1] for i in range(0, len(pointers), 4) if pointers[i] in ("@", "@i")]
+        gloss = re.split(r';\s*"', text.strip())[0].strip(" ;")  # examples follow in quotes
+        synsets[fields[0]] = (words, hypernyms, gloss)
+    return _Dictionaries(gcide, one_sense, monosemous, synsets)
+
+
+def write_dictionary_set(out: Path, dictionaries: _Dictionaries) -> int:
+    """The ``dict-defs`` set (module docstring); the number of queries."""
+    gcide, one_sense = dictionaries.gcide, dictionaries.one_sense
+    gloss: dict[str, str] = {}
+    for words, _, definition in dictionaries.synsets.values():
+        for word in words:
+            if word in dictionaries.monosemous:
                 gloss[word] = definition
     usable = sorted(
         w for w in gloss
@@ -199,6 +228,36 @@ def write_dictionary_set(out: Path, debs: Path) -> int | None:
         [(f"q-{w}", w) for w in words],
     )
     return len(words)
+
+
+def write_dictionary_question_set(out: Path, dictionaries: _Dictionaries) -> int:
+    """The ``dict-questions`` set (module docstring); the number of queries."""
+    synsets, gcide = dictionaries.synsets, dictionaries.gcide
+    usable = []
+    for offset, (words, hypernyms, _) in sorted(synsets.items()):
+        word = words[0]
+        if not hypernyms or "_" in word or word not in dictionaries.monosemous or word not in dictionaries.one_sense:
+            continue
+        definition = gcide[word].split(". ")[0].rstrip(".")
+        if re.search(rf"\b{word}", definition, re.I) or not 4 <= len(definition.split()) <= 25:
+            continue
+        if re.search(r"[?'\[\]]|\bSee\b|--", definition):  # cross-references and leftover markup
+            continue
+        kind = synsets[hypernyms[0]][0][0].replace("_", " ")
+        usable.append((offset, f"Which {kind} is {definition[0].lower()}{definition[1:]}?"))
+    rng = random.Random(DICT_SEED)
+    picked = rng.sample(usable, QUESTION_QUERIES)
+    chosen = {offset for offset, _ in picked}
+    others = sorted(set(synsets) - chosen)
+    docs = sorted(chosen | set(rng.sample(others, QUESTION_DOCS - len(chosen))))
+    write_beir(
+        out,
+        [{"_id": o, "title": ", ".join(w.replace("_", " ") for w in synsets[o][0]), "text": synsets[o][2]}
+         for o in docs],
+        [{"_id": f"q-{o}", "text": question} for o, question in picked],
+        [(f"q-{o}", o) for o, _ in picked],
+    )  # fmt: skip
+    return len(picked)
 
 
 def main() -> int:
@@ -251,9 +310,11 @@ def main() -> int:
         labelled = [(q["id"], bbc[q["file"]], q["answer"]) for q in questions]
         write_passage_set(args.out / "bbc-passages", list(bbc.values()), queries, labelled, embedder)
         counts["bbc_passages"] = len(queries)
-    dict_counts = write_dictionary_set(args.out / "dict-defs", args.debs)
-    if dict_counts:
-        counts["dict_defs"] = dict_counts
+    root = _unpacked_debs(args.debs)
+    if root is not None:
+        dictionaries = _dictionaries(root)
+        counts["dict_defs"] = write_dictionary_set(args.out / "dict-defs", dictionaries)
+        counts["dict_questions"] = write_dictionary_question_set(args.out / "dict-questions", dictionaries)
     print(json.dumps({"out": str(args.out), **counts}))
     return 0
 
