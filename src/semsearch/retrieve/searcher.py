@@ -55,11 +55,11 @@ class Searcher:
     ) -> None:
         self._layout = layout
         self._reranker = reranker
-        self._current = VersionSearcher(version, embedder, fusion, fusion_weight, reranker, settings.rerank_depth)
         self._embedder = embedder
         self._settings = settings
         self._fusion = fusion
         self._fusion_weight = fusion_weight
+        self._current = self._version_searcher(version)
         self._reload_lock = threading.Lock()
         self._last_check = time.monotonic()
         self._loader_lock = threading.Lock()  # never held while loading: requests must not wait on it

@@ -375,7 +375,7 @@ async function renderArticle(state) {
     if (!data.articles.length) related.append(el("li", { class: "meta", text: "No related articles." }));
     for (const item of data.articles) {
       related.append(el("li", { "data-article": item.article_id },
-        el("a", { href: articleUrl({ ...state, page: state.page }, item.article_id), class: "result-link",
+        el("a", { href: articleUrl(state, item.article_id), class: "result-link",
                   "data-article": item.article_id, text: item.title || item.article_id }),
         metaLine({ ...item, tags: item.passages.length ? item.passages[0].tags : [] })));
     }
